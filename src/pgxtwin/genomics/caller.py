@@ -1,0 +1,221 @@
+"""VCF -> per-gene diplotypes and phenotypes for each sample (the ``pgxtwin call`` pipeline).
+
+Stages, as in the folders: read genotypes at the defining loci (``vcf``), match star alleles
+(``matcher``), apply the knowledge base's phenotype rule (``knowledge.phenotypes``), then merge
+outside calls (``outside_calls``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from os import PathLike
+
+import numpy as np
+
+from ..errors import PgxInputError
+from ..knowledge.alleles import GeneDefinition, callable_genes, gene_definition
+from ..knowledge.phenotypes import INDETERMINATE, PhenotypeCall, phenotype_of, rs4149056_fallback
+from ..knowledge.version import knowledge_base_version
+from .matcher import MISSING, RANKING_RULE, UNEXPECTED, Candidate, Observation, matcher_for, observe
+from .outside_calls import OutsideCall, merge_outside_calls
+from .result import AlleleInfo, CallResult, GeneResult, KnowledgeBaseVersion
+from .vcf import LocusRecord, VcfFile
+
+# PharmCAT convention: in these genes an undocumented allele at a defining position is read as
+# reference (the remaining definitions still inform the call); elsewhere the gene is not called.
+READ_UNEXPECTED_AS_REFERENCE = frozenset({"DPYD", "TPMT", "NUDT15", "CACNA1S", "RYR1", "G6PD"})
+# PharmCAT convention: unphased DPYD with several heterozygous positions gives the list of
+# detected alleles; the two lowest-function alleles set the activity score.
+ALLELE_LIST_GENES = frozenset({"DPYD"})
+MAX_LISTED = 50  # diplotypes listed for a partial call; the rest are counted in a note
+
+
+def _diplotype(definition: GeneDefinition, a: str, b: str) -> str:
+    order = definition.allele_order
+    first, second = sorted((a, b), key=order.__getitem__)
+    return f"{first}/{second}"
+
+
+def _allele_info(definition: GeneDefinition, names: Sequence[str]) -> list[AlleleInfo]:
+    seen: list[str] = []
+    for name in names:
+        if name not in seen:
+            seen.append(name)
+    out = []
+    for name in seen:
+        allele = definition.allele(name)
+        out.append(AlleleInfo(name=name, function=allele.function, activity_value=allele.activity_value))
+    return out
+
+
+def _shared_phenotype(calls: Sequence[PhenotypeCall]) -> PhenotypeCall:
+    """The phenotype all possibilities share, else Indeterminate (safety rule)."""
+    phenotypes = {c.phenotype for c in calls}
+    scores = {c.activity_score for c in calls}
+    if len(phenotypes) == 1:
+        return PhenotypeCall(phenotypes.pop(), scores.pop() if len(scores) == 1 else None)
+    return PhenotypeCall(INDETERMINATE, None)
+
+
+def _no_call(definition: GeneDefinition, reason: str, base: dict) -> GeneResult:
+    return GeneResult(
+        status="no_call", diplotypes=[], phenotype=INDETERMINATE, activity_score=None, alleles=[],
+        notes=[*base["notes"], reason], missing_positions=base["missing_positions"],
+        unexpected_variants=base["unexpected_variants"],
+    )
+
+
+def _fallback_slco1b1(definition: GeneDefinition, obs: Observation, reason: str, base: dict) -> GeneResult:
+    # CPIC statin guideline (Cooper-DeHoff 2022, PMID 35152405): with no star-allele call the
+    # rs4149056 (c.521T>C) genotype alone assigns SLCO1B1 function.
+    index = next((i for i, p in enumerate(definition.positions) if p.rsid == "rs4149056"), None)
+    if index is None or (obs.states[index] < 0).any():
+        return _no_call(definition, reason, base)
+    position = definition.positions[index]
+    bases = [position.ref if s == 0 else position.variants[s - 1].alt for s in sorted(obs.states[index])]
+    fallback = rs4149056_fallback(int((obs.states[index] > 0).sum()))
+    return GeneResult(
+        status="called", diplotypes=[f"rs4149056{bases[0]}/rs4149056{bases[1]}"],
+        phenotype=fallback.phenotype, activity_score=None, alleles=[],
+        notes=[*base["notes"], reason, "star alleles not callable: phenotype from the rs4149056 genotype (CPIC)"],
+        missing_positions=base["missing_positions"], unexpected_variants=base["unexpected_variants"],
+    )
+
+
+def _allele_list(definition: GeneDefinition, obs: Observation, missing: np.ndarray, base: dict) -> GeneResult:
+    matcher = matcher_for(definition.name, definition.assembly)
+    found = matcher.matching_alleles(obs)
+    ref = definition.reference_allele
+    order = definition.allele_order
+    detected = sorted(set(found), key=order.__getitem__)
+    copies = sorted(found, key=lambda n: (definition.allele(n).activity_value or 0.0, order[n]))
+    lowest = (copies + [ref, ref])[:2]
+    call = phenotype_of(definition.name, lowest[0], lowest[1], definition.assembly)
+    status = "called"
+    notes = [*base["notes"], f"unphased: activity score from the two lowest-function alleles {lowest[0]} and {lowest[1]}"]
+    if missing.any() and call.activity_score != 0.0:
+        # a no-function allele at a missing position could still lower the score
+        status, call = "partial", PhenotypeCall(INDETERMINATE, None)
+    return GeneResult(
+        status=status, diplotypes=[], detected_alleles=detected if len(set(found)) > 1 or len(found) > 1 else [ref, *detected],
+        phenotype=call.phenotype, activity_score=call.activity_score, alleles=_allele_info(definition, lowest),
+        notes=notes, missing_positions=base["missing_positions"], unexpected_variants=base["unexpected_variants"],
+    )
+
+
+def call_gene(
+    gene: str, records: dict[tuple[str, int], list[LocusRecord]], sample_index: int, assembly: str = "GRCh38"
+) -> GeneResult:
+    """Diplotype(s) and phenotype of one gene for one sample."""
+    definition = gene_definition(gene, assembly)
+    obs = observe(definition, records, sample_index)
+    missing = (obs.states == MISSING).any(axis=1)
+    notes: list[str] = []
+    if definition.structural_alleles:
+        notes.append(
+            "structural alleles not assessed from SNV/indel data: " + ", ".join(definition.structural_alleles)
+        )
+    base = {
+        "notes": notes,
+        "missing_positions": [p.label for p, m in zip(definition.positions, missing) if m],
+        "unexpected_variants": list(obs.unexpected),
+    }
+    if missing.all():
+        return _no_call(definition, "no defining position of the gene was observed", base)
+    if (obs.states == UNEXPECTED).any():
+        if gene in READ_UNEXPECTED_AS_REFERENCE:
+            states = obs.states.copy()
+            states[states == UNEXPECTED] = 0
+            obs = Observation(states=states, phased=obs.phased, unexpected=obs.unexpected)
+            notes.append("unexpected alleles at defining positions read as reference (PharmCAT convention)")
+        elif gene == "SLCO1B1":
+            return _fallback_slco1b1(definition, obs, "unexpected allele at a defining position", base)
+        else:
+            return _no_call(definition, "unexpected allele at a defining position: gene not called", base)
+
+    het = (obs.states[:, 0] != obs.states[:, 1]) & ~missing
+    if gene in ALLELE_LIST_GENES and not obs.phased and het.sum() >= 2:
+        return _allele_list(definition, obs, missing, base)
+
+    candidates = matcher_for(gene, assembly).candidates(obs)
+    if not candidates:
+        reason = "the observed genotypes match no pair of defined alleles"
+        if gene == "SLCO1B1":
+            return _fallback_slco1b1(definition, obs, reason, base)
+        return _no_call(definition, reason, base)
+    top = [c for c in candidates if c.score == candidates[0].score]
+    if missing.any() and len(candidates) > 1:
+        status = "partial"
+        pool: list[Candidate] = candidates
+        notes.append(f"{len(candidates)} diplotypes cannot be ruled out because of missing positions")
+    elif len(top) > 1:
+        status, pool = "ambiguous", top
+    else:
+        status, pool = "called", top
+    phenotype = _shared_phenotype([phenotype_of(gene, c.allele1, c.allele2, assembly) for c in pool])
+    listed = candidates[:MAX_LISTED]
+    if len(candidates) > MAX_LISTED:
+        notes.append(f"only the {MAX_LISTED} best of {len(candidates)} candidate diplotypes are listed")
+    return GeneResult(
+        status=status,
+        diplotypes=[_diplotype(definition, c.allele1, c.allele2) for c in listed],
+        scores=[c.score for c in listed],
+        ranking_rule=RANKING_RULE if len(candidates) > 1 else None,
+        phenotype=phenotype.phenotype,
+        activity_score=phenotype.activity_score,
+        alleles=_allele_info(definition, [n for c in top for n in (c.allele1, c.allele2)]),
+        notes=notes,
+        missing_positions=base["missing_positions"],
+        unexpected_variants=base["unexpected_variants"],
+    )
+
+
+def call_vcf(
+    path: str | PathLike[str],
+    *,
+    assembly: str = "GRCh38",
+    sample: str | None = None,
+    genes: Sequence[str] | None = None,
+    outside_calls: Sequence[OutsideCall] = (),
+) -> Iterator[CallResult]:
+    """Call every (or the given) gene for each sample in the VCF (one result per sample)."""
+    selected = list(genes) if genes else list(callable_genes())
+    unknown = [g for g in selected if g not in callable_genes()]
+    if unknown:
+        raise PgxInputError(f"genes not callable from a VCF: {', '.join(unknown)}")
+    vcf = VcfFile(path, assembly)
+    try:
+        definitions = [gene_definition(g, assembly) for g in selected]
+        loci = {(p.chrom, locus) for d in definitions for p in d.positions for locus in p.loci}
+        records = vcf.read_loci(loci)
+        _check_reference_bases(vcf, definitions, records)
+        indices = [vcf.sample_index(sample)] if sample is not None else range(len(vcf.samples))
+        kb = KnowledgeBaseVersion(**knowledge_base_version())
+        for index in indices:
+            genes_out = {d.name: call_gene(d.name, records, index, assembly) for d in definitions}
+            merge_outside_calls(genes_out, outside_calls, assembly)
+            yield CallResult(
+                source=str(path), sample=vcf.samples[index], assembly=assembly, knowledge_base=kb, genes=genes_out
+            )
+    finally:
+        vcf.close()
+
+
+def _check_reference_bases(
+    vcf: VcfFile, definitions: Sequence[GeneDefinition], records: dict[tuple[str, int], list[LocusRecord]]
+) -> None:
+    """Detect a VCF of the other assembly from the REF bases at our defining positions."""
+    checked = mismatched = 0
+    for definition in definitions:
+        for position in definition.positions:
+            for rec in records.get((position.chrom, position.pos), ()):
+                checked += 1
+                if not (rec.ref.startswith(position.ref[0]) or position.ref.startswith(rec.ref[0])):
+                    mismatched += 1
+    if checked >= 5 and mismatched / checked > 0.5:
+        other = "GRCh37" if vcf.assembly == "GRCh38" else "GRCh38"
+        raise PgxInputError(
+            f"reference bases at {mismatched} of {checked} defining positions disagree with {vcf.assembly};"
+            f" the file looks like {other} (use --assembly {other})",
+            source=str(vcf.path),
+        )

@@ -1,0 +1,198 @@
+"""Star-allele diplotype matching at a gene's defining positions.
+
+Observed genotypes are turned into *allele states* per defining position (0 = genome reference
+base, k = the k-th known change there, MISSING, UNEXPECTED) and compared with every allele's
+expected states.  Missing positions match anything but are never assumed to be reference, so
+the candidates list every diplotype that the data cannot rule out.
+
+Ranking follows PharmCAT's Named Allele Matcher: an allele scores the number of positions its
+definition specifies (the reference allele specifies all of them), counting only observed
+positions; a diplotype scores the sum.  The top-scoring diplotypes are the call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from itertools import combinations_with_replacement
+
+import numpy as np
+
+from ..knowledge.alleles import GeneDefinition, Position, gene_definition, trim_alleles
+from .vcf import LocusRecord
+
+MISSING = -1
+UNEXPECTED = -2
+RANKING_RULE = (
+    "highest total definition score: each allele scores the number of defining positions its"
+    " definition specifies (reference allele: all), counting observed positions only"
+)
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Allele states of one sample at one gene's defining positions."""
+
+    states: np.ndarray  # (positions, 2) int16
+    phased: bool
+    unexpected: tuple[str, ...]  # e.g. "10:94781859 G>C (rs4244285)"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    allele1: str
+    allele2: str
+    score: int
+
+
+class GeneMatcher:
+    """Precomputed expected states for one gene; cheap to call per sample."""
+
+    def __init__(self, definition: GeneDefinition) -> None:
+        self.definition = definition
+        alleles = [a for a in definition.alleles if not a.structural]
+        self.allele_names = [a.name for a in alleles]
+        positions = definition.positions
+        index = {p.pos: i for i, p in enumerate(positions)}
+        expected = np.zeros((len(alleles), len(positions)), dtype=np.int16)
+        specified = np.zeros((len(alleles), len(positions)), dtype=bool)
+        for ai, allele in enumerate(alleles):
+            if allele.name == definition.reference_allele:
+                specified[ai, :] = True
+            for variant in allele.core:
+                pi = index[variant.pos]
+                expected[ai, pi] = positions[pi].variants.index(variant) + 1
+                specified[ai, pi] = True
+        self.expected = expected
+        self.specified = specified
+        n = len(alleles)
+        pairs = np.array(list(combinations_with_replacement(range(n), 2)), dtype=np.int32).reshape(-1, 2)
+        self.pairs = pairs
+        self.lo = np.minimum(expected[pairs[:, 0]], expected[pairs[:, 1]])
+        self.hi = np.maximum(expected[pairs[:, 0]], expected[pairs[:, 1]])
+        self._signature: dict[bytes, np.ndarray] | None = None
+
+    def _signatures(self) -> dict[bytes, np.ndarray]:
+        # complete-data fast path: the sorted genotype at every position is a dictionary key
+        if self._signature is None:
+            table: dict[bytes, list[int]] = {}
+            stacked = np.stack([self.lo, self.hi], axis=2)
+            for k in range(len(self.pairs)):
+                table.setdefault(stacked[k].tobytes(), []).append(k)
+            self._signature = {key: np.array(v, dtype=np.int32) for key, v in table.items()}
+        return self._signature
+
+    def candidates(self, obs: Observation) -> list[Candidate]:
+        """Every diplotype consistent with the observation, best score first."""
+        states = obs.states
+        missing = (states == MISSING).any(axis=1)
+        if obs.phased:
+            h1 = ((self.expected == states[:, 0]) | missing).all(axis=1)
+            h2 = ((self.expected == states[:, 1]) | missing).all(axis=1)
+            pair_idx = [(int(i), int(j)) for i in np.flatnonzero(h1) for j in np.flatnonzero(h2)]
+        else:
+            lo = np.minimum(states[:, 0], states[:, 1])
+            hi = np.maximum(states[:, 0], states[:, 1])
+            if not missing.any():
+                key = np.stack([lo, hi], axis=1).astype(np.int16).tobytes()
+                hits = self._signatures().get(key, np.empty(0, dtype=np.int32))
+            else:
+                ok = ((self.lo == lo) & (self.hi == hi)) | missing
+                hits = np.flatnonzero(ok.all(axis=1))
+            pair_idx = [(int(self.pairs[k, 0]), int(self.pairs[k, 1])) for k in hits]
+        observed = ~missing
+        scores = (self.specified & observed).sum(axis=1)
+        seen: set[tuple[int, int]] = set()
+        out = []
+        for i, j in pair_idx:
+            key = (min(i, j), max(i, j))
+            if key in seen:
+                continue
+            seen.add(key)
+            out.append(Candidate(self.allele_names[i], self.allele_names[j], int(scores[i] + scores[j])))
+        order = self.definition.allele_order
+        out.sort(key=lambda c: (-c.score, order[c.allele1], order[c.allele2]))
+        return out
+
+    def matching_alleles(self, obs: Observation) -> list[str]:
+        """Non-reference alleles whose every core change is present (for unphased allele lists)."""
+        states = obs.states
+        missing = (states == MISSING).any(axis=1)
+        present = []
+        for ai, name in enumerate(self.allele_names):
+            if name == self.definition.reference_allele:
+                continue
+            core = self.expected[ai] > 0
+            if not core.any():
+                continue
+            carried = (states[:, 0] == self.expected[ai]) | (states[:, 1] == self.expected[ai])
+            if (carried | ~core).all() and not (core & missing).any():
+                hom = ((states[:, 0] == self.expected[ai]) & (states[:, 1] == self.expected[ai])) | ~core
+                present.extend([name, name] if hom.all() else [name])
+        return present
+
+
+@lru_cache(maxsize=None)
+def matcher_for(gene: str, assembly: str) -> GeneMatcher:
+    return GeneMatcher(gene_definition(gene, assembly))
+
+
+def _state_lut(position: Position, record: LocusRecord) -> np.ndarray:
+    """Allele index of the record -> allele state at ``position`` (index -1 -> MISSING)."""
+    lut = np.full(len(record.alts) + 2, UNEXPECTED, dtype=np.int16)
+    lut[-1] = MISSING  # index -1 wraps to the last slot
+    lut[0] = 0
+    keys = {v.key: k + 1 for k, v in enumerate(position.variants)}
+    keys.update({syn.key: state for syn, state in position.synonyms})
+    for i, alt in enumerate(record.alts, start=1):
+        if alt in (".", "<NON_REF>", "<*>"):
+            lut[i] = 0
+            continue
+        if alt == "*":  # spanning deletion: the position is not observed on that haplotype
+            lut[i] = MISSING
+            continue
+        offset, ref, alt_t = trim_alleles(record.ref, alt)
+        lut[i] = keys.get((record.pos + offset, ref, alt_t), UNEXPECTED)
+    return lut
+
+
+def observe(
+    definition: GeneDefinition,
+    records: dict[tuple[str, int], list[LocusRecord]],
+    sample_index: int,
+) -> Observation:
+    """Allele states of one sample at every defining position of ``definition``."""
+    positions = definition.positions
+    states = np.full((len(positions), 2), MISSING, dtype=np.int16)
+    phased_all = True
+    unexpected: list[str] = []
+    for pi, position in enumerate(positions):
+        recs = [r for locus in position.loci for r in records.get((position.chrom, locus), ())]
+        if not recs:
+            continue
+        per_record = [_state_lut(position, r)[r.alleles_idx[sample_index]] for r in recs]
+        if len(per_record) == 1:
+            pair = per_record[0]
+        else:
+            # split multi-allelic / synonym records: collect the non-reference alleles
+            if any((p == MISSING).any() for p in per_record):
+                continue
+            nonref = [int(s) for p in per_record for s in p if s != 0]
+            if len(nonref) > 2:
+                nonref = [UNEXPECTED, UNEXPECTED]
+            pair = np.array((nonref + [0, 0])[:2], dtype=np.int16)
+        if (pair == MISSING).any():
+            continue  # a half call is no call at this position
+        for k, rec in enumerate(recs):
+            idx = rec.alleles_idx[sample_index]
+            if (per_record[k] == UNEXPECTED).any():
+                alts = sorted({rec.allele(int(i)) for i, s in zip(idx, per_record[k]) if s == UNEXPECTED})
+                unexpected.append(
+                    f"{rec.chrom}:{rec.pos} {rec.ref}>{','.join(alts)}"
+                    + (f" ({position.rsid})" if position.rsid else "")
+                )
+        states[pi] = pair
+        if pair[0] != pair[1] and not all(r.phased[sample_index] for r in recs):
+            phased_all = False
+    het = states[:, 0] != states[:, 1]
+    return Observation(states=states, phased=bool(phased_all and het.any()), unexpected=tuple(unexpected))

@@ -1,0 +1,228 @@
+"""Read genotypes at allele-defining positions from a VCF (plain or bgzipped, indexed or not).
+
+cyvcf2 (htslib) does the parsing.  With a tabix/CSI index only the defining loci are queried,
+so a whole-genome VCF costs little more than a panel VCF; without one the file is scanned once.
+Nothing here knows star alleles: the output is, per locus, the record's alleles and a
+(samples x 2) array of allele indices (-1 = no-call) with a phase flag per sample.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from cyvcf2 import VCF
+from cyvcf2.cyvcf2 import set_htslib_log_level
+
+from ..errors import PgxInputError
+
+# Chromosome lengths that differ between the assemblies (UCSC / GRC).
+_CONTIG_LENGTHS = {
+    "GRCh38": {"1": 248956422, "2": 242193529, "10": 133797422, "7": 159345973, "X": 156040895},
+    "GRCh37": {"1": 249250621, "2": 243199373, "10": 135534747, "7": 159138663, "X": 155270560},
+}
+# htslib's own warnings (undeclared INFO tags, missing index) are noise for our users; real
+# problems surface as exceptions and are reported as one-line errors.
+set_htslib_log_level(0)  # HTS_LOG_OFF
+_BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
+
+
+@dataclass(frozen=True)
+class LocusRecord:
+    """One VCF record at a locus of interest."""
+
+    chrom: str
+    pos: int
+    ref: str
+    alts: tuple[str, ...]
+    alleles_idx: np.ndarray  # (samples, 2) int16; -1 = missing allele
+    phased: np.ndarray  # (samples,) bool
+    line_hint: str
+
+    def allele(self, index: int) -> str:
+        return self.ref if index == 0 else self.alts[index - 1]
+
+
+def _check_gzip(path: Path) -> None:
+    with open(path, "rb") as handle:
+        magic = handle.read(2)
+        if magic != b"\x1f\x8b":
+            return
+        size = os.fstat(handle.fileno()).st_size
+        handle.seek(max(0, size - len(_BGZF_EOF)))
+        tail = handle.read()
+    if tail == _BGZF_EOF:
+        return
+    # Plain gzip (not BGZF) has no EOF block: read it through to find truncation.
+    try:
+        with gzip.open(path, "rb") as stream:
+            while stream.read(1 << 20):
+                pass
+    except (EOFError, OSError, zlib.error) as exc:
+        raise PgxInputError(f"truncated or corrupt gzip file ({exc})", source=str(path)) from None
+    # a BGZF file without its EOF block is truncated even if the last block happens to inflate
+    with open(path, "rb") as handle:
+        if handle.read(16)[12:14] == b"BC":
+            raise PgxInputError("truncated bgzip file (no BGZF end-of-file block)", source=str(path))
+
+
+def _check_text_vcf(path: Path) -> None:
+    opener = gzip.open if path.read_bytes()[:2] == b"\x1f\x8b" else open
+    try:
+        with opener(path, "rt", encoding="utf-8", errors="replace") as handle:  # type: ignore[operator]
+            first = handle.readline()
+    except (OSError, EOFError) as exc:
+        raise PgxInputError(f"cannot read file ({exc})", source=str(path)) from None
+    if not first.startswith("##fileformat=VCF"):
+        raise PgxInputError("not a VCF file (first line is not '##fileformat=VCF...')", source=str(path), line=1)
+
+
+class VcfFile:
+    """A VCF opened for reading genotypes at given loci."""
+
+    def __init__(self, path: str | os.PathLike[str], assembly: str = "GRCh38") -> None:
+        self.path = Path(path)
+        self.assembly = assembly
+        if not self.path.is_file():
+            raise PgxInputError("no such file", source=str(self.path))
+        _check_gzip(self.path)
+        _check_text_vcf(self.path)
+        try:
+            self._vcf = VCF(str(self.path), lazy=True, threads=1)
+        except (OSError, ValueError) as exc:
+            raise PgxInputError(f"not a readable VCF ({exc})", source=str(self.path)) from None
+        self.samples: list[str] = list(self._vcf.samples)
+        if not self.samples:
+            raise PgxInputError("VCF has no sample columns (no genotypes to call)", source=str(self.path))
+        self.indexed = any(Path(str(self.path) + ext).is_file() for ext in (".tbi", ".csi"))
+        self._contig_lengths = self._header_contigs()
+        self.chr_prefix = self._detect_prefix()
+        self._check_assembly_by_contigs()
+
+    def _header_contigs(self) -> dict[str, int]:
+        lengths: dict[str, int] = {}
+        for rec in self._vcf.header_iter():
+            info = rec.info()
+            if info.get("HeaderType") == "CONTIG" and "length" in info:
+                try:
+                    lengths[info["ID"]] = int(info["length"])
+                except ValueError:
+                    continue
+        return lengths
+
+    def _detect_prefix(self) -> bool:
+        names = list(self._contig_lengths) or list(self._vcf.seqnames or [])
+        if names:
+            return any(n.startswith("chr") for n in names)
+        # no header contigs: peek at the first record
+        probe = VCF(str(self.path), lazy=True)
+        try:
+            first = next(iter(probe), None)
+        finally:
+            probe.close()
+        return bool(first is not None and first.CHROM.startswith("chr"))
+
+    def _check_assembly_by_contigs(self) -> None:
+        other = "GRCh37" if self.assembly == "GRCh38" else "GRCh38"
+        votes = {self.assembly: 0, other: 0}
+        for name, length in self._contig_lengths.items():
+            key = name.removeprefix("chr")
+            for asm in votes:
+                if _CONTIG_LENGTHS[asm].get(key) == length:
+                    votes[asm] += 1
+        if votes[other] > votes[self.assembly]:
+            raise PgxInputError(
+                f"contig lengths in the header are {other}'s, but {self.assembly} was asked for"
+                f" (use --assembly {other})",
+                source=str(self.path),
+            )
+
+    def contig(self, chrom: str) -> str:
+        return f"chr{chrom}" if self.chr_prefix and not chrom.startswith("chr") else chrom
+
+    def sample_index(self, sample: str) -> int:
+        try:
+            return self.samples.index(sample)
+        except ValueError:
+            raise PgxInputError(
+                f"sample {sample!r} is not in the file (samples: {', '.join(self.samples[:10])}"
+                + (" ..." if len(self.samples) > 10 else "")
+                + ")",
+                source=str(self.path),
+            ) from None
+
+    def read_loci(self, loci: Iterable[tuple[str, int]]) -> dict[tuple[str, int], list[LocusRecord]]:
+        """Records at the given (chromosome without 'chr', 1-based position) loci."""
+        wanted: dict[str, set[int]] = {}
+        for chrom, pos in loci:
+            wanted.setdefault(chrom, set()).add(pos)
+        found: dict[tuple[str, int], list[LocusRecord]] = {}
+        for variant in self._iter_candidates(wanted):
+            chrom = variant.CHROM.removeprefix("chr")
+            pos = variant.POS
+            if pos not in wanted.get(chrom, ()):
+                continue
+            found.setdefault((chrom, pos), []).append(self._record(variant, chrom))
+        return found
+
+    def _iter_candidates(self, wanted: dict[str, set[int]]) -> Iterator[object]:
+        try:
+            if self.indexed:
+                for chrom, positions in wanted.items():
+                    ordered = sorted(positions)
+                    # one query per cluster of nearby loci keeps whole-genome files cheap
+                    start = prev = ordered[0]
+                    for pos in ordered[1:] + [None]:  # type: ignore[list-item]
+                        if pos is not None and pos - prev < 50_000:
+                            prev = pos
+                            continue
+                        yield from self._vcf(f"{self.contig(chrom)}:{start}-{prev}")
+                        if pos is not None:
+                            start = prev = pos
+            else:
+                yield from self._vcf
+        except (OSError, ValueError) as exc:
+            raise PgxInputError(f"error while reading VCF records ({exc})", source=str(self.path)) from None
+
+    def _record(self, variant: object, chrom: str) -> LocusRecord:
+        v = variant  # cyvcf2.Variant
+        gt = v.genotype  # type: ignore[attr-defined]
+        if gt is None:
+            raise PgxInputError(
+                f"record {v.CHROM}:{v.POS} has no GT field", source=str(self.path)  # type: ignore[attr-defined]
+            )
+        arr = gt.array()  # (samples, ploidy+1): allele indices, last column = phased
+        n_alleles = 1 + len(v.ALT)  # type: ignore[attr-defined]
+        alleles = np.full((arr.shape[0], 2), -1, dtype=np.int16)
+        ploidy = arr.shape[1] - 1
+        alleles[:, 0] = arr[:, 0]
+        if ploidy >= 2:
+            alleles[:, 1] = arr[:, 1]
+            haploid = arr[:, 1] == -2  # htslib vector end: a haploid call (e.g. chrX in males)
+            alleles[haploid, 1] = arr[haploid, 0]
+        else:
+            alleles[:, 1] = arr[:, 0]
+        alleles[alleles < -1] = -1
+        if (alleles >= n_alleles).any():
+            raise PgxInputError(
+                f"malformed genotype at {v.CHROM}:{v.POS}: allele index beyond the {n_alleles} alleles of the record",  # type: ignore[attr-defined]
+                source=str(self.path),
+            )
+        phased = arr[:, -1].astype(bool) if ploidy >= 2 else np.ones(arr.shape[0], dtype=bool)
+        return LocusRecord(
+            chrom=chrom,
+            pos=v.POS,  # type: ignore[attr-defined]
+            ref=v.REF,  # type: ignore[attr-defined]
+            alts=tuple(a for a in v.ALT),  # type: ignore[attr-defined]
+            alleles_idx=alleles,
+            phased=phased,
+            line_hint=f"{v.CHROM}:{v.POS}",  # type: ignore[attr-defined]
+        )
+
+    def close(self) -> None:
+        self._vcf.close()

@@ -1,0 +1,114 @@
+"""Diplotype -> phenotype and activity-score -> phenotype rules (pypgx tables, from CPIC).
+
+One code path for every caller: a real patient's diplotype, an outside call and a virtual
+patient in a population all go through :func:`phenotype_of`.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from .alleles import gene_definition
+from .tables import read_table
+
+INDETERMINATE = "Indeterminate"
+NO_RULE = "n/a"  # the knowledge base has no phenotype rule for this gene
+
+_OPS = {"<=": operator.le, "<": operator.lt, "==": operator.eq, ">=": operator.ge, ">": operator.gt}
+_TERM = re.compile(r"^\s*(?:([0-9.]+)\s*(<=|<|==)\s*)?score\s*(?:(<=|<|==)\s*([0-9.]+))?\s*$")
+
+
+@dataclass(frozen=True)
+class PhenotypeCall:
+    phenotype: str
+    activity_score: float | None
+
+
+@lru_cache(maxsize=None)
+def _diplotype_table(gene: str) -> dict[frozenset[tuple[str, int]], str]:
+    table: dict[frozenset[tuple[str, int]], str] = {}
+    for row in read_table("diplotype-table.csv"):
+        if row["Gene"] == gene:
+            table[_pair_key(*row["Diplotype"].split("/", 1))] = row["Phenotype"]
+    return table
+
+
+def _pair_key(a: str, b: str) -> frozenset[tuple[str, int]]:
+    # multiset of the two alleles, order-free
+    return frozenset({(a, 1), (b, 2)} if a == b else {(a, 1), (b, 1)})
+
+
+@lru_cache(maxsize=None)
+def _equations(gene: str) -> tuple[tuple[str, tuple[tuple[float | None, str | None, str | None, float | None], ...]], ...]:
+    rules = []
+    for row in read_table("equation-table.csv"):
+        if row["Gene"] != gene:
+            continue
+        terms = []
+        for part in row["Equation"].replace("score", " score ").split(" and "):
+            match = _TERM.match(part.replace(" score ", "score"))
+            if not match:
+                raise ValueError(f"equation-table.csv: cannot parse {row['Equation']!r} for {gene}")
+            low, op1, op2, high = match.groups()
+            terms.append((float(low) if low else None, op1, op2, float(high) if high else None))
+        rules.append((row["Phenotype"], tuple(terms)))
+    return tuple(rules)
+
+
+def phenotype_from_score(gene: str, score: float) -> str:
+    """CPIC activity-score -> phenotype (e.g. CYP2C9 1.5 -> Intermediate Metabolizer)."""
+    for phenotype, terms in _equations(gene):
+        ok = True
+        for low, op1, op2, high in terms:
+            if low is not None and not _OPS[op1](low, score):
+                ok = False
+            if high is not None and not _OPS[op2](score, high):
+                ok = False
+        if ok:
+            return phenotype
+    return INDETERMINATE
+
+
+def activity_score(gene: str, allele1: str, allele2: str, assembly: str = "GRCh38") -> float | None:
+    """Sum of the two alleles' activity values, or None when either has none."""
+    definition = gene_definition(gene, assembly)
+    values = [definition.allele(a).activity_value for a in (allele1, allele2)]
+    if any(v is None for v in values):
+        return None
+    return float(sum(values))  # type: ignore[arg-type]
+
+
+def phenotype_of(gene: str, allele1: str, allele2: str, assembly: str = "GRCh38") -> PhenotypeCall:
+    """Phenotype of a diplotype by the gene's CPIC rule (activity score or diplotype table)."""
+    definition = gene_definition(gene, assembly)
+    if definition.phenotype_method == "Score":
+        score = activity_score(gene, allele1, allele2, assembly)
+        if score is None:
+            return PhenotypeCall(INDETERMINATE, None)
+        return PhenotypeCall(phenotype_from_score(gene, score), score)
+    if definition.phenotype_method == "Diplotype":
+        found = _diplotype_table(gene).get(_pair_key(allele1, allele2))
+        return PhenotypeCall(found if found else INDETERMINATE, None)
+    return PhenotypeCall(NO_RULE, None)
+
+
+@lru_cache(maxsize=None)
+def phenotype_names(gene: str) -> tuple[str, ...]:
+    """Phenotype terms the knowledge base uses for ``gene`` (for validating user input)."""
+    names = [r["Phenotype"] for r in read_table("phenotype-table.csv") if r["Gene"] == gene]
+    names += [p for p, _ in _equations(gene) if p not in names]
+    names += sorted({p for p in _diplotype_table(gene).values()} - set(names))
+    return tuple(names)
+
+
+def rs4149056_fallback(variant_copies: int) -> PhenotypeCall:
+    """SLCO1B1 function from the rs4149056 (c.521T>C) genotype alone.
+
+    Source: CPIC guideline for statins and SLCO1B1, ABCG2, CYP2C9 (Cooper-DeHoff et al. 2022,
+    PMID 35152405), SLCO1B1 phenotype assignment when only c.521T>C is genotyped:
+    T/T normal, T/C decreased, C/C poor function.
+    """
+    return PhenotypeCall(("Normal Function", "Decreased Function", "Poor Function")[variant_copies], None)
