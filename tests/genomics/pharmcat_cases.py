@@ -24,7 +24,13 @@ def load_cases() -> list[dict]:
     return json.loads((SHARED / "cases.json").read_text())
 
 
+# PharmCAT's report labels for a reference allele whose matcher name differs (README of the set)
+_REFERENCE_LABELS = {"ivacaftor non-responsive CFTR sequence"}
+
+
 def _allele(name: str) -> str:
+    if name in _REFERENCE_LABELS:
+        return "Reference"
     match = _SNP_LABEL.match(name)
     if match:
         return "Reference" if match.group(2) == "reference" else match.group(1)

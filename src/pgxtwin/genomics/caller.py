@@ -10,13 +10,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from os import PathLike
 
+import re
+
 import numpy as np
 
 from ..errors import PgxInputError
 from ..knowledge.alleles import GeneDefinition, callable_genes, gene_definition
-from ..knowledge.phenotypes import INDETERMINATE, PhenotypeCall, phenotype_of, rs4149056_fallback
+from ..knowledge.phenotypes import INDETERMINATE, PhenotypeCall, phenotype_from_score, phenotype_of, rs4149056_fallback
 from ..knowledge.version import knowledge_base_version
-from .matcher import MISSING, RANKING_RULE, UNEXPECTED, Candidate, Observation, matcher_for, observe
+from .matcher import MISSING, RANKING_RULE, UNEXPECTED, Candidate, Observation, cover, matcher_for, observe
 from .outside_calls import OutsideCall, merge_outside_calls
 from .result import AlleleInfo, CallResult, GeneResult, KnowledgeBaseVersion
 from .vcf import LocusRecord, VcfFile
@@ -24,9 +26,9 @@ from .vcf import LocusRecord, VcfFile
 # PharmCAT convention: in these genes an undocumented allele at a defining position is read as
 # reference (the remaining definitions still inform the call); elsewhere the gene is not called.
 READ_UNEXPECTED_AS_REFERENCE = frozenset({"DPYD", "TPMT", "NUDT15", "CACNA1S", "RYR1", "G6PD"})
-# PharmCAT convention: unphased DPYD with several heterozygous positions gives the list of
-# detected alleles; the two lowest-function alleles set the activity score.
-ALLELE_LIST_GENES = frozenset({"DPYD"})
+# PharmCAT convention for DPYD: a haplotype may carry several defined alleles (named as a
+# combination); unphased data gives the list of detected alleles.
+COMBINATION_GENES = frozenset({"DPYD"})
 MAX_LISTED = 50  # diplotypes listed for a partial call; the rest are counted in a note
 
 
@@ -75,29 +77,112 @@ def _fallback_slco1b1(definition: GeneDefinition, obs: Observation, reason: str,
     bases = [position.ref if s == 0 else position.variants[s - 1].alt for s in sorted(obs.states[index])]
     fallback = rs4149056_fallback(int((obs.states[index] > 0).sum()))
     return GeneResult(
-        status="called", diplotypes=[f"rs4149056{bases[0]}/rs4149056{bases[1]}"],
+        status="no_call", diplotypes=[f"rs4149056{bases[0]}/rs4149056{bases[1]}"],
         phenotype=fallback.phenotype, activity_score=None, alleles=[],
         notes=[*base["notes"], reason, "star alleles not callable: phenotype from the rs4149056 genotype (CPIC)"],
         missing_positions=base["missing_positions"], unexpected_variants=base["unexpected_variants"],
     )
 
 
-def _allele_list(definition: GeneDefinition, obs: Observation, missing: np.ndarray, base: dict) -> GeneResult:
+def _cdna_order(definition: GeneDefinition, name: str) -> tuple[int, int]:
+    match = re.search(r"c\.(-?\d+)", name)
+    return (int(match.group(1)) if match else 10**9, definition.allele_order[name])
+
+
+def _combination_name(definition: GeneDefinition, names: Sequence[str]) -> str:
+    """PharmCAT's naming of several alleles on one haplotype: ``[A + B]`` in cDNA order."""
+    if not names:
+        return definition.reference_allele
+    if len(names) == 1:
+        return names[0]
+    return "[" + " + ".join(sorted(names, key=lambda n: _cdna_order(definition, n))) + "]"
+
+
+def _lowest_function(definition: GeneDefinition, names: Sequence[str]) -> float | None:
+    """Activity of a haplotype carrying ``names``: its lowest-function allele (CPIC DPYD)."""
+    values = [definition.allele(n).activity_value for n in names] or [definition.allele(definition.reference_allele).activity_value]
+    return None if any(v is None for v in values) else min(values)  # type: ignore[type-var]
+
+
+def _block_arrangements(states: np.ndarray, blocks: np.ndarray | None, het: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Haplotype pairs for phased data: each phase set after the first may be flipped."""
+    if blocks is None:
+        return [(states[:, 0], states[:, 1])]
+    ids = sorted(set(blocks[het].tolist()))
+    out = []
+    for mask in range(1 << (len(ids) - 1)):
+        flip = np.zeros(len(states), dtype=bool)
+        for k, block in enumerate(ids[1:]):
+            if mask >> k & 1:
+                flip |= blocks == block
+        h1 = np.where(flip, states[:, 1], states[:, 0])
+        h2 = np.where(flip, states[:, 0], states[:, 1])
+        out.append((h1, h2))
+    return out
+
+
+def _combinations(definition: GeneDefinition, obs: Observation, missing: np.ndarray, base: dict) -> GeneResult:
+    """DPYD: each haplotype is explained by a combination of alleles (PharmCAT convention).
+
+    Phased data (or unphased data with at most one heterozygous position) gives a diplotype of
+    allele combinations; other unphased data gives the list of detected alleles, and the two
+    lowest-function alleles set the activity score.  Changes that no definition explains are
+    read as reference (with a note), as PharmCAT does for DPYD.
+    """
     matcher = matcher_for(definition.name, definition.assembly)
-    found = matcher.matching_alleles(obs)
+    states = np.where(missing[:, None], 0, obs.states)
+    het = states[:, 0] != states[:, 1]
+    notes = list(base["notes"])
     ref = definition.reference_allele
-    order = definition.allele_order
-    detected = sorted(set(found), key=order.__getitem__)
-    copies = sorted(found, key=lambda n: (definition.allele(n).activity_value or 0.0, order[n]))
-    lowest = (copies + [ref, ref])[:2]
-    call = phenotype_of(definition.name, lowest[0], lowest[1], definition.assembly)
-    status = "called"
-    notes = [*base["notes"], f"unphased: activity score from the two lowest-function alleles {lowest[0]} and {lowest[1]}"]
+    if obs.phased or obs.blocks is not None or het.sum() <= 1:
+        if obs.phased or obs.blocks is not None:
+            arrangements = _block_arrangements(states, obs.blocks, het)
+        else:
+            arrangements = [(np.maximum(states[:, 0], states[:, 1]), np.minimum(states[:, 0], states[:, 1]))]
+        options: dict[str, tuple[PhenotypeCall, list[str]]] = {}
+        for haplotypes in arrangements:
+            explained = []
+            for hap in haplotypes:
+                names, left = cover(matcher, hap, (hap > 0).astype(np.int16), missing)
+                if (left > 0).any():
+                    note = "changes not part of any defined allele read as reference: " + ", ".join(
+                        definition.positions[i].label for i in np.flatnonzero(left > 0))
+                    if note not in notes:
+                        notes.append(note)
+                explained.append(names)
+            labels = sorted((_combination_name(definition, n) for n in explained), key=lambda n: (n != ref, n))
+            values = [_lowest_function(definition, n) for n in explained]
+            score = None if any(v is None for v in values) else float(sum(values))  # type: ignore[arg-type]
+            phen = PhenotypeCall(phenotype_from_score(definition.name, score), score) if score is not None else PhenotypeCall(INDETERMINATE, None)
+            options.setdefault("/".join(labels), (phen, [n for names in explained for n in names] or [ref]))
+        diplotypes, detected = list(options), []
+        call = _shared_phenotype([p for p, _ in options.values()])
+        lowest = [n for _, names in options.values() for n in names]
+        if len(options) > 1:
+            notes.append(f"{len(arrangements)} arrangements of unlinked phase sets; {len(options)} distinct diplotypes")
+    else:
+        variant_state = np.maximum(states[:, 0], states[:, 1])
+        copies = (states > 0).sum(axis=1)
+        names, left = cover(matcher, variant_state, copies, missing)
+        if (left > 0).any():
+            notes.append("changes not part of any defined allele read as reference: " + ", ".join(
+                definition.positions[i].label for i in np.flatnonzero(left > 0)))
+        ordered = sorted(names, key=lambda n: (definition.allele(n).activity_value or 0.0, _cdna_order(definition, n)))
+        lowest = (ordered + [ref, ref])[:2]
+        call = phenotype_of(definition.name, lowest[0], lowest[1], definition.assembly)
+        detected = sorted(set(names), key=lambda n: _cdna_order(definition, n))
+        if len(names) == 1:
+            detected = [ref, *detected]
+        diplotypes = []
+        notes.append(f"unphased: activity score from the two lowest-function alleles {lowest[0]} and {lowest[1]}")
+    status = "ambiguous" if len(diplotypes) > 1 else "called"
     if missing.any() and call.activity_score != 0.0:
         # a no-function allele at a missing position could still lower the score
-        status, call = "partial", PhenotypeCall(INDETERMINATE, None)
+        status = "partial"
+        notes.append("missing positions could hide a lower-function allele")
+        call = PhenotypeCall(INDETERMINATE, None)
     return GeneResult(
-        status=status, diplotypes=[], detected_alleles=detected if len(set(found)) > 1 or len(found) > 1 else [ref, *detected],
+        status=status, diplotypes=diplotypes, scores=[0] * len(diplotypes), detected_alleles=detected,
         phenotype=call.phenotype, activity_score=call.activity_score, alleles=_allele_info(definition, lowest),
         notes=notes, missing_positions=base["missing_positions"], unexpected_variants=base["unexpected_variants"],
     )
@@ -133,9 +218,8 @@ def call_gene(
         else:
             return _no_call(definition, "unexpected allele at a defining position: gene not called", base)
 
-    het = (obs.states[:, 0] != obs.states[:, 1]) & ~missing
-    if gene in ALLELE_LIST_GENES and not obs.phased and het.sum() >= 2:
-        return _allele_list(definition, obs, missing, base)
+    if gene in COMBINATION_GENES:
+        return _combinations(definition, obs, missing, base)
 
     candidates = matcher_for(gene, assembly).candidates(obs)
     if not candidates:

@@ -34,8 +34,9 @@ class Observation:
     """Allele states of one sample at one gene's defining positions."""
 
     states: np.ndarray  # (positions, 2) int16
-    phased: bool
+    phased: bool  # every heterozygous position is phased, all in one phase set
     unexpected: tuple[str, ...]  # e.g. "10:94781859 G>C (rs4244285)"
+    blocks: np.ndarray | None = None  # (positions,) phase-set id of each phased position
 
 
 @dataclass(frozen=True)
@@ -50,22 +51,33 @@ class GeneMatcher:
 
     def __init__(self, definition: GeneDefinition) -> None:
         self.definition = definition
-        alleles = [a for a in definition.alleles if not a.structural]
-        self.allele_names = [a.name for a in alleles]
+        # one row per concrete form: an allele with optional changes (CPIC IUPAC codes) gets a
+        # row with and a row without each of them, under the same name
+        rows: list[tuple[str, frozenset, frozenset]] = []
+        for allele in definition.alleles:
+            if allele.structural:
+                continue
+            forms = [allele.core]
+            for variant in allele.optional:
+                forms = forms + [f | {variant} for f in forms]
+            rows.extend((allele.name, form, allele.optional) for form in forms)
+        full = {a.name for a in definition.alleles if a.fully_specified} | {definition.reference_allele}
+        self.allele_names = [name for name, _, _ in rows]
         positions = definition.positions
         index = {p.pos: i for i, p in enumerate(positions)}
-        expected = np.zeros((len(alleles), len(positions)), dtype=np.int16)
-        specified = np.zeros((len(alleles), len(positions)), dtype=bool)
-        for ai, allele in enumerate(alleles):
-            if allele.name == definition.reference_allele:
+        expected = np.zeros((len(rows), len(positions)), dtype=np.int16)
+        specified = np.zeros((len(rows), len(positions)), dtype=bool)
+        for ai, (name, form, optional) in enumerate(rows):
+            if name in full:
                 specified[ai, :] = True
-            for variant in allele.core:
+            for variant in form:
                 pi = index[variant.pos]
                 expected[ai, pi] = positions[pi].variants.index(variant) + 1
-                specified[ai, pi] = True
+            for variant in form | optional:
+                specified[ai, index[variant.pos]] = True
         self.expected = expected
         self.specified = specified
-        n = len(alleles)
+        n = len(rows)
         pairs = np.array(list(combinations_with_replacement(range(n), 2)), dtype=np.int32).reshape(-1, 2)
         self.pairs = pairs
         self.lo = np.minimum(expected[pairs[:, 0]], expected[pairs[:, 1]])
@@ -102,15 +114,12 @@ class GeneMatcher:
             pair_idx = [(int(self.pairs[k, 0]), int(self.pairs[k, 1])) for k in hits]
         observed = ~missing
         scores = (self.specified & observed).sum(axis=1)
-        seen: set[tuple[int, int]] = set()
-        out = []
-        for i, j in pair_idx:
-            key = (min(i, j), max(i, j))
-            if key in seen:
-                continue
-            seen.add(key)
-            out.append(Candidate(self.allele_names[i], self.allele_names[j], int(scores[i] + scores[j])))
         order = self.definition.allele_order
+        best: dict[tuple[str, str], int] = {}
+        for i, j in pair_idx:
+            a, b = sorted((self.allele_names[i], self.allele_names[j]), key=order.__getitem__)
+            best[(a, b)] = max(best.get((a, b), -1), int(scores[i] + scores[j]))
+        out = [Candidate(a, b, score) for (a, b), score in best.items()]
         out.sort(key=lambda c: (-c.score, order[c.allele1], order[c.allele2]))
         return out
 
@@ -165,6 +174,7 @@ def observe(
     positions = definition.positions
     states = np.full((len(positions), 2), MISSING, dtype=np.int16)
     phased_all = True
+    blocks = np.zeros(len(positions), dtype=np.int64)
     unexpected: list[str] = []
     for pi, position in enumerate(positions):
         recs = [r for locus in position.loci for r in records.get((position.chrom, locus), ())]
@@ -192,7 +202,65 @@ def observe(
                     + (f" ({position.rsid})" if position.rsid else "")
                 )
         states[pi] = pair
+        blocks[pi] = recs[0].phase_set[sample_index]
         if pair[0] != pair[1] and not all(r.phased[sample_index] for r in recs):
             phased_all = False
-    het = states[:, 0] != states[:, 1]
-    return Observation(states=states, phased=bool(phased_all and het.any()), unexpected=tuple(unexpected))
+    het = (states[:, 0] != states[:, 1]) & (states[:, 0] != MISSING) & (states[:, 1] != MISSING)
+    single_block = len(set(blocks[het].tolist())) <= 1
+    return Observation(
+        states=states,
+        phased=bool(phased_all and het.any() and single_block),
+        unexpected=tuple(unexpected),
+        blocks=blocks if phased_all and het.any() and not single_block else None,
+    )
+
+
+def cover(
+    matcher: GeneMatcher, states: np.ndarray, copies: np.ndarray, missing: np.ndarray, max_alleles: int = 6
+) -> tuple[list[str], np.ndarray]:
+    """Explain observed changes by a multiset of defined alleles (DPYD combinations).
+
+    ``states[p]`` is the observed change at each position (0 = none), ``copies[p]`` how many
+    copies (1 on a haplotype; 1 or 2 in an unphased genotype).  Returns the alleles that
+    explain the most copies with the fewest alleles, and the copies left unexplained.
+    Missing positions are dropped from the definitions (an allele defined only there is out).
+    """
+    reference = matcher.definition.reference_allele
+    candidates: list[tuple[str, np.ndarray]] = []
+    hidden: dict[str, int] = {}  # defining positions of the allele that were not observed
+    seen_names: set[str] = set()
+    for ai, name in enumerate(matcher.allele_names):
+        core = (matcher.expected[ai] > 0) & ~missing
+        if name == reference or name in seen_names or not core.any():
+            continue
+        if (matcher.expected[ai][core] == states[core]).all() and (copies[core] > 0).all():
+            candidates.append((name, core))
+            hidden[name] = int(((matcher.expected[ai] > 0) & missing).sum())
+            seen_names.add(name)
+    # larger definitions first so that e.g. HapB3 beats its intronic part alone
+    candidates.sort(key=lambda c: -int(c[1].sum()))
+    # most copies explained, then fewest alleles, then fewest unobserved definition positions
+    best: tuple[tuple[int, int, int], list[str]] = ((0, 0, 0), [])
+
+    def search(start: int, remaining: np.ndarray, chosen: list[str], covered: int) -> None:
+        nonlocal best
+        key = (covered, -len(chosen), -sum(hidden[n] for n in chosen))
+        if key > best[0]:
+            best = (key, list(chosen))
+        if len(chosen) >= max_alleles:
+            return
+        for k in range(start, len(candidates)):
+            name, core = candidates[k]
+            if (remaining[core] > 0).all():
+                remaining[core] -= 1
+                chosen.append(name)
+                search(k, remaining, chosen, covered + int(core.sum()))
+                chosen.pop()
+                remaining[core] += 1
+
+    remaining = copies.astype(np.int16).copy()
+    search(0, remaining, [], 0)
+    left = copies.astype(np.int16).copy()
+    for name in best[1]:
+        left[dict(candidates)[name]] -= 1
+    return best[1], left

@@ -42,6 +42,7 @@ class LocusRecord:
     alts: tuple[str, ...]
     alleles_idx: np.ndarray  # (samples, 2) int16; -1 = missing allele
     phased: np.ndarray  # (samples,) bool
+    phase_set: np.ndarray  # (samples,) int64; PS block id, 0 when phased without PS
     line_hint: str
 
     def allele(self, index: int) -> str:
@@ -214,6 +215,14 @@ class VcfFile:
                 source=str(self.path),
             )
         phased = arr[:, -1].astype(bool) if ploidy >= 2 else np.ones(arr.shape[0], dtype=bool)
+        phase_set = np.zeros(arr.shape[0], dtype=np.int64)
+        try:
+            ps = v.format("PS")  # type: ignore[attr-defined]
+        except KeyError:
+            ps = None
+        if ps is not None:
+            values = np.asarray(ps).reshape(arr.shape[0], -1)[:, 0].astype(np.int64)
+            phase_set = np.where(values > 0, values, 0)
         return LocusRecord(
             chrom=chrom,
             pos=v.POS,  # type: ignore[attr-defined]
@@ -221,6 +230,7 @@ class VcfFile:
             alts=tuple(a for a in v.ALT),  # type: ignore[attr-defined]
             alleles_idx=alleles,
             phased=phased,
+            phase_set=phase_set,
             line_hint=f"{v.CHROM}:{v.POS}",  # type: ignore[attr-defined]
         )
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from .overlay import AddCoreVariant, VariantSynonym, load_overlay
+from .overlay import AddAllele, AddCoreVariant, FullySpecified, OptionalVariant, VariantSynonym, load_overlay
 from .tables import read_table
 
 ASSEMBLIES = ("GRCh38", "GRCh37")
@@ -86,6 +86,8 @@ class Allele:
     activity_value: float | None
     core: frozenset[Variant]
     structural: bool
+    optional: frozenset[Variant] = frozenset()  # may or may not be carried (CPIC IUPAC codes)
+    fully_specified: bool = False  # states every defining position (ranks like the reference)
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,11 @@ def gene_definition(gene: str, assembly: str = "GRCh38") -> GeneDefinition:
         for fix in overlay:
             if isinstance(fix, AddCoreVariant) and not is_sv and row["StarAllele"] not in fix.except_:
                 core.add(Variant.parse(fix.variant))
+        optional = frozenset(
+            Variant.parse(f.variant)
+            for f in overlay
+            if isinstance(f, OptionalVariant) and f.allele == row["StarAllele"]
+        )
         alleles.append(
             Allele(
                 name=row["StarAllele"],
@@ -160,14 +167,29 @@ def gene_definition(gene: str, assembly: str = "GRCh38") -> GeneDefinition:
                 activity_value=_float(row["ActivityScore"]),
                 core=frozenset(core),
                 structural=is_sv,
+                optional=optional,
+                fully_specified=any(
+                    isinstance(f, FullySpecified) and f.allele == row["StarAllele"] for f in overlay
+                ),
             )
         )
+    for fix in overlay:
+        if isinstance(fix, AddAllele):
+            alleles.append(
+                Allele(
+                    name=fix.allele,
+                    function=fix.function,
+                    activity_value=fix.activity_value,
+                    core=frozenset({Variant.parse(fix.variant)}),
+                    structural=False,
+                )
+            )
 
     by_pos: dict[int, list[Variant]] = {}
     for allele in alleles:
         if allele.structural:
             continue
-        for variant in allele.core:
+        for variant in allele.core | allele.optional:
             bucket = by_pos.setdefault(variant.pos, [])
             if variant not in bucket:
                 bucket.append(variant)

@@ -36,12 +36,39 @@ class VariantSynonym(_Correction):
     synonym: str = Field(pattern=r"^[0-9XYMT]+-\d+-[ACGT]+-[ACGT]+$")
 
 
+class OptionalVariant(_Correction):
+    """``allele`` may or may not carry ``variant`` (an IUPAC ambiguity code in CPIC's table)."""
+
+    kind: Literal["optional_variant"]
+    allele: str
+
+
+class AddAllele(_Correction):
+    """An allele CPIC defines that pypgx lacks: its single core ``variant``, function and value."""
+
+    kind: Literal["add_allele"]
+    allele: str
+    function: str
+    activity_value: float | None
+
+
+class FullySpecified(_Correction):
+    """``allele`` states a base at every defining position (``variant`` names the one that
+    distinguishes it from the reference allele); affects ranking only."""
+
+    kind: Literal["fully_specified"]
+    allele: str
+
+
+Correction = AddCoreVariant | VariantSynonym | OptionalVariant | AddAllele | FullySpecified
+
+
 class Overlay(BaseModel):
     model_config = ConfigDict(extra="forbid")
     format: Literal[1]
-    corrections: list[AddCoreVariant | VariantSynonym]
+    corrections: list[Correction]
 
-    def for_gene(self, gene: str, assembly: str) -> list[AddCoreVariant | VariantSynonym]:
+    def for_gene(self, gene: str, assembly: str) -> list[Correction]:
         return [c for c in self.corrections if c.gene == gene and c.assembly == assembly]
 
 
