@@ -130,20 +130,24 @@ def _combinations(definition: GeneDefinition, obs: Observation, missing: np.ndar
     read as reference (with a note), as PharmCAT does for DPYD.
     """
     matcher = matcher_for(definition.name, definition.assembly)
-    states = np.where(missing[:, None], 0, obs.states)
-    het = states[:, 0] != states[:, 1]
+    states = obs.states
+    het = (states[:, 0] != states[:, 1]) & ~missing
     notes = list(base["notes"])
     ref = definition.reference_allele
     if obs.phased or obs.blocks is not None or het.sum() <= 1:
-        if obs.phased or obs.blocks is not None:
+        phased_input = obs.phased or obs.blocks is not None
+        if phased_input:
             arrangements = _block_arrangements(states, obs.blocks, het)
         else:
-            arrangements = [(np.maximum(states[:, 0], states[:, 1]), np.minimum(states[:, 0], states[:, 1]))]
+            known = np.where(missing[:, None], 0, states)
+            arrangements = [(np.maximum(known[:, 0], known[:, 1]), np.minimum(known[:, 0], known[:, 1]))]
         options: dict[str, tuple[PhenotypeCall, list[str]]] = {}
         for haplotypes in arrangements:
             explained = []
             for hap in haplotypes:
-                names, left = cover(matcher, hap, (hap > 0).astype(np.int16), missing)
+                hap_missing = hap == MISSING if phased_input else missing
+                hap = np.where(hap_missing, 0, hap)
+                names, left = cover(matcher, hap, (hap > 0).astype(np.int16), hap_missing)
                 if (left > 0).any():
                     note = "changes not part of any defined allele read as reference: " + ", ".join(
                         definition.positions[i].label for i in np.flatnonzero(left > 0))
@@ -161,8 +165,9 @@ def _combinations(definition: GeneDefinition, obs: Observation, missing: np.ndar
         if len(options) > 1:
             notes.append(f"{len(arrangements)} arrangements of unlinked phase sets; {len(options)} distinct diplotypes")
     else:
-        variant_state = np.maximum(states[:, 0], states[:, 1])
-        copies = (states > 0).sum(axis=1)
+        known = np.where(missing[:, None], 0, states)
+        variant_state = np.maximum(known[:, 0], known[:, 1])
+        copies = (known > 0).sum(axis=1)
         names, left = cover(matcher, variant_state, copies, missing)
         if (left > 0).any():
             notes.append("changes not part of any defined allele read as reference: " + ", ".join(

@@ -191,8 +191,8 @@ def observe(
             if len(nonref) > 2:
                 nonref = [UNEXPECTED, UNEXPECTED]
             pair = np.array((nonref + [0, 0])[:2], dtype=np.int16)
-        if (pair == MISSING).any():
-            continue  # a half call is no call at this position
+        # a half call (e.g. "1|.") is kept: phased callers can still use the known haplotype;
+        # everywhere else the position counts as missing
         for k, rec in enumerate(recs):
             idx = rec.alleles_idx[sample_index]
             if (per_record[k] == UNEXPECTED).any():
@@ -206,12 +206,15 @@ def observe(
         if pair[0] != pair[1] and not all(r.phased[sample_index] for r in recs):
             phased_all = False
     het = (states[:, 0] != states[:, 1]) & (states[:, 0] != MISSING) & (states[:, 1] != MISSING)
-    single_block = len(set(blocks[het].tolist())) <= 1
+    half = (states[:, 0] == MISSING) != (states[:, 1] == MISSING)
+    informative = het | half  # positions where phase matters
+    single_block = len(set(blocks[informative].tolist())) <= 1
+    phased = phased_all and informative.any()
     return Observation(
         states=states,
-        phased=bool(phased_all and het.any() and single_block),
+        phased=bool(phased and single_block),
         unexpected=tuple(unexpected),
-        blocks=blocks if phased_all and het.any() and not single_block else None,
+        blocks=blocks if phased and not single_block else None,
     )
 
 
