@@ -18,7 +18,7 @@ from ..errors import PgxInputError
 from ..knowledge.alleles import GeneDefinition, callable_genes, gene_definition
 from ..knowledge.phenotypes import INDETERMINATE, PhenotypeCall, phenotype_from_score, phenotype_of, rs4149056_fallback
 from ..knowledge.version import knowledge_base_version
-from .matcher import MISSING, RANKING_RULE, UNEXPECTED, Candidate, Observation, cover, matcher_for, observe
+from .matcher import MISSING, RANKING_RULE, UNEXPECTED, Candidate, Observation, cover, matcher_for, observe_all
 from .outside_calls import OutsideCall, merge_outside_calls
 from .result import AlleleInfo, CallResult, GeneResult, KnowledgeBaseVersion
 from .vcf import LocusRecord, VcfFile
@@ -193,12 +193,9 @@ def _combinations(definition: GeneDefinition, obs: Observation, missing: np.ndar
     )
 
 
-def call_gene(
-    gene: str, records: dict[tuple[str, int], list[LocusRecord]], sample_index: int, assembly: str = "GRCh38"
-) -> GeneResult:
-    """Diplotype(s) and phenotype of one gene for one sample."""
-    definition = gene_definition(gene, assembly)
-    obs = observe(definition, records, sample_index)
+def call_gene(definition: GeneDefinition, obs: Observation) -> GeneResult:
+    """Diplotype(s) and phenotype of one gene from one sample's observation."""
+    gene, assembly = definition.name, definition.assembly
     missing = (obs.states == MISSING).any(axis=1)
     notes: list[str] = []
     if definition.structural_alleles:
@@ -280,8 +277,20 @@ def call_vcf(
         _check_reference_bases(vcf, definitions, records)
         indices = [vcf.sample_index(sample)] if sample is not None else range(len(vcf.samples))
         kb = KnowledgeBaseVersion(**knowledge_base_version())
+        # samples with the same genotypes at a gene share its result (most samples, in cohorts)
+        per_gene = []
+        for definition in definitions:
+            batch = observe_all(definition, records, len(vcf.samples))
+            first, group = batch.groups()
+            results = {}
+            per_gene.append((definition.name, batch, first, group, results))
         for index in indices:
-            genes_out = {d.name: call_gene(d.name, records, index, assembly) for d in definitions}
+            genes_out = {}
+            for name, batch, first, group, results in per_gene:
+                g = int(group[index])
+                if g not in results:
+                    results[g] = call_gene(batch.definition, batch.sample(int(first[g])))
+                genes_out[name] = results[g]
             merge_outside_calls(genes_out, outside_calls, assembly)
             yield CallResult(
                 source=str(path), sample=vcf.samples[index], assembly=assembly, knowledge_base=kb, genes=genes_out

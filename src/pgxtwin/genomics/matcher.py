@@ -13,7 +13,7 @@ positions; a diplotype scores the sum.  The top-scoring diplotypes are the call.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from itertools import combinations_with_replacement
 
 import numpy as np
@@ -165,57 +165,120 @@ def _state_lut(position: Position, record: LocusRecord) -> np.ndarray:
     return lut
 
 
-def observe(
-    definition: GeneDefinition,
-    records: dict[tuple[str, int], list[LocusRecord]],
-    sample_index: int,
-) -> Observation:
-    """Allele states of one sample at every defining position of ``definition``."""
+@dataclass(frozen=True)
+class GeneObservations:
+    """Allele states of every sample at one gene's defining positions (read once per file)."""
+
+    definition: GeneDefinition
+    states: np.ndarray  # (samples, positions, 2) int16
+    phased: np.ndarray  # (samples, positions) bool: every record there was phased for the sample
+    blocks: np.ndarray  # (samples, positions) int64 phase-set ids
+    records: tuple[tuple[LocusRecord, ...], ...]  # per position
+
+    @cached_property
+    def _phase(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per sample: usable phase, a single phase set, and the informative positions."""
+        s = self.states
+        known = (s[..., 0] != MISSING) & (s[..., 1] != MISSING)
+        half = (s[..., 0] == MISSING) != (s[..., 1] == MISSING)
+        informative = ((s[..., 0] != s[..., 1]) & known) | half  # positions where phase matters
+        any_info = informative.any(axis=1)
+        phased = any_info & np.where(informative, self.phased, True).all(axis=1)
+        big = np.iinfo(np.int64).max
+        low = np.where(informative, self.blocks, big).min(axis=1)
+        high = np.where(informative, self.blocks, -big).max(axis=1)
+        single = ~any_info | (low == high)
+        return phased, single, informative
+
+    def sample(self, index: int) -> Observation:
+        phased, single, _ = self._phase
+        states = self.states[index]
+        unexpected: tuple[str, ...] = ()
+        if (states == UNEXPECTED).any():
+            unexpected = tuple(self._unexpected(index))
+        return Observation(
+            states=states,
+            phased=bool(phased[index] and single[index]),
+            unexpected=unexpected,
+            blocks=self.blocks[index] if phased[index] and not single[index] else None,
+        )
+
+    def groups(self) -> tuple[np.ndarray, np.ndarray]:
+        """Samples with identical observations: (first sample of each group, group of each sample).
+
+        Samples carrying an unexpected allele form groups of their own (their notes differ).
+        """
+        phased, single, informative = self._phase
+        n = len(self.states)
+        key = np.concatenate(
+            [
+                self.states.reshape(n, -1).astype(np.int64),
+                phased[:, None].astype(np.int64),
+                single[:, None].astype(np.int64),
+                np.where(informative & ~single[:, None], self.blocks, 0),
+                np.where((self.states == UNEXPECTED).any(axis=(1, 2)), np.arange(n), -1)[:, None],
+            ],
+            axis=1,
+        )
+        _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+        return first, inverse.reshape(-1)
+
+    def _unexpected(self, index: int) -> list[str]:
+        out = []
+        for pi in np.flatnonzero((self.states[index] == UNEXPECTED).any(axis=1)):
+            position = self.definition.positions[pi]
+            for rec in self.records[pi]:
+                lut = _state_lut(position, rec)
+                idx = rec.alleles_idx[index]
+                alts = sorted({rec.allele(int(i)) for i in idx if lut[i] == UNEXPECTED})
+                if alts:
+                    out.append(
+                        f"{rec.chrom}:{rec.pos} {rec.ref}>{','.join(alts)}"
+                        + (f" ({position.rsid})" if position.rsid else "")
+                    )
+        return out
+
+
+def observe_all(
+    definition: GeneDefinition, records: dict[tuple[str, int], list[LocusRecord]], n_samples: int
+) -> GeneObservations:
+    """Allele states of all samples at every defining position of ``definition``."""
     positions = definition.positions
-    states = np.full((len(positions), 2), MISSING, dtype=np.int16)
-    phased_all = True
-    blocks = np.zeros(len(positions), dtype=np.int64)
-    unexpected: list[str] = []
+    states = np.full((n_samples, len(positions), 2), MISSING, dtype=np.int16)
+    phased = np.ones((n_samples, len(positions)), dtype=bool)
+    blocks = np.zeros((n_samples, len(positions)), dtype=np.int64)
+    per_position: list[tuple[LocusRecord, ...]] = []
     for pi, position in enumerate(positions):
-        recs = [r for locus in position.loci for r in records.get((position.chrom, locus), ())]
+        recs = tuple(r for locus in position.loci for r in records.get((position.chrom, locus), ()))
+        per_position.append(recs)
         if not recs:
             continue
-        per_record = [_state_lut(position, r)[r.alleles_idx[sample_index]] for r in recs]
+        per_record = [_state_lut(position, r)[r.alleles_idx] for r in recs]  # each (samples, 2)
         if len(per_record) == 1:
-            pair = per_record[0]
+            states[:, pi] = per_record[0]
         else:
-            # split multi-allelic / synonym records: collect the non-reference alleles
-            if any((p == MISSING).any() for p in per_record):
-                continue
-            nonref = [int(s) for p in per_record for s in p if s != 0]
-            if len(nonref) > 2:
-                nonref = [UNEXPECTED, UNEXPECTED]
-            pair = np.array((nonref + [0, 0])[:2], dtype=np.int16)
-        # a half call (e.g. "1|.") is kept: phased callers can still use the known haplotype;
-        # everywhere else the position counts as missing
-        for k, rec in enumerate(recs):
-            idx = rec.alleles_idx[sample_index]
-            if (per_record[k] == UNEXPECTED).any():
-                alts = sorted({rec.allele(int(i)) for i, s in zip(idx, per_record[k]) if s == UNEXPECTED})
-                unexpected.append(
-                    f"{rec.chrom}:{rec.pos} {rec.ref}>{','.join(alts)}"
-                    + (f" ({position.rsid})" if position.rsid else "")
-                )
-        states[pi] = pair
-        blocks[pi] = recs[0].phase_set[sample_index]
-        if pair[0] != pair[1] and not all(r.phased[sample_index] for r in recs):
-            phased_all = False
-    het = (states[:, 0] != states[:, 1]) & (states[:, 0] != MISSING) & (states[:, 1] != MISSING)
-    half = (states[:, 0] == MISSING) != (states[:, 1] == MISSING)
-    informative = het | half  # positions where phase matters
-    single_block = len(set(blocks[informative].tolist())) <= 1
-    phased = phased_all and informative.any()
-    return Observation(
-        states=states,
-        phased=bool(phased and single_block),
-        unexpected=tuple(unexpected),
-        blocks=blocks if phased and not single_block else None,
-    )
+            # split multi-allelic / synonym records: collect each sample's non-reference alleles
+            for si in range(n_samples):
+                alleles = [int(a) for p in per_record for a in p[si]]
+                if MISSING in alleles:
+                    continue
+                nonref = [a for a in alleles if a != 0]
+                if len(nonref) > 2:
+                    nonref = [UNEXPECTED, UNEXPECTED]
+                states[si, pi] = (nonref + [0, 0])[:2]
+        phased[:, pi] = np.logical_and.reduce([r.phased for r in recs])
+        blocks[:, pi] = recs[0].phase_set
+    # a half call (e.g. "1|.") is kept: phased callers can still use the known haplotype;
+    # everywhere else the position counts as missing
+    return GeneObservations(definition, states, phased, blocks, tuple(per_position))
+
+
+def observe(
+    definition: GeneDefinition, records: dict[tuple[str, int], list[LocusRecord]], sample_index: int
+) -> Observation:
+    """Allele states of one sample (see :func:`observe_all`)."""
+    n_samples = next((len(r.phased) for recs in records.values() for r in recs), sample_index + 1)
+    return observe_all(definition, records, n_samples).sample(sample_index)
 
 
 def cover(

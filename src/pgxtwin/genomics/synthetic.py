@@ -82,5 +82,8 @@ def write_vcf(
     fd, tmp = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.")
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a written VCF is an ordinary file
     os.replace(tmp, target)
     return target

@@ -9,7 +9,7 @@ hybrids) cannot be seen in SNV/indel data and are left out of matching (reported
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 from .overlay import AddAllele, AddCoreVariant, FullySpecified, OptionalVariant, VariantSynonym, load_overlay
 from .tables import read_table
@@ -110,7 +110,7 @@ class GeneDefinition:
                 return allele
         raise KeyError(name)
 
-    @property
+    @cached_property
     def allele_order(self) -> dict[str, int]:
         return {a.name: i for i, a in enumerate(self.alleles)}
 

@@ -27,13 +27,16 @@ class PhenotypeCall:
     activity_score: float | None
 
 
-@lru_cache(maxsize=None)
-def _diplotype_table(gene: str) -> dict[frozenset[tuple[str, int]], str]:
-    table: dict[frozenset[tuple[str, int]], str] = {}
+@lru_cache(maxsize=1)
+def _diplotype_tables() -> dict[str, dict[frozenset[tuple[str, int]], str]]:
+    tables: dict[str, dict[frozenset[tuple[str, int]], str]] = {}
     for row in read_table("diplotype-table.csv"):
-        if row["Gene"] == gene:
-            table[_pair_key(*row["Diplotype"].split("/", 1))] = row["Phenotype"]
-    return table
+        tables.setdefault(row["Gene"], {})[_pair_key(*row["Diplotype"].split("/", 1))] = row["Phenotype"]
+    return tables
+
+
+def _diplotype_table(gene: str) -> dict[frozenset[tuple[str, int]], str]:
+    return _diplotype_tables().get(gene, {})
 
 
 def _pair_key(a: str, b: str) -> frozenset[tuple[str, int]]:
