@@ -61,7 +61,7 @@ def _call_one_file(args: tuple[str, str, Optional[str], list, Optional[list[str]
 
 
 def _render_table(result: dict, all_genes: bool) -> Table:
-    from .knowledge.phenotypes import NO_RULE
+    from .knowledge.alleles import gene_definition
 
     table = Table(title=f"{result['sample']}  ({Path(result['source']).name}, {result['assembly']})", title_justify="left")
     for column in ("Gene", "Status", "Diplotype", "Phenotype", "Activity", "Missing"):
@@ -69,7 +69,8 @@ def _render_table(result: dict, all_genes: bool) -> Table:
     table.add_column("Notes", overflow="fold")
     colours = {"called": "green", "outside_call": "cyan", "ambiguous": "yellow", "partial": "yellow", "no_call": "red"}
     for gene, res in result["genes"].items():
-        if not all_genes and res["phenotype"] == NO_RULE and res["status"] != "outside_call":
+        has_rule = res["status"] == "outside_call" or gene_definition(gene, result["assembly"]).phenotype_method
+        if not all_genes and not has_rule:
             continue
         scores = res["scores"] or [0] * len(res["diplotypes"])
         top = [d for d, s in zip(res["diplotypes"], scores) if s == scores[0]] if res["status"] != "partial" else res["diplotypes"]

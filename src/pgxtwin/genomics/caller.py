@@ -139,15 +139,19 @@ def _combinations(definition: GeneDefinition, obs: Observation, missing: np.ndar
         if phased_input:
             arrangements = _block_arrangements(states, obs.blocks, het)
         else:
-            known = np.where(missing[:, None], 0, states)
-            arrangements = [(np.maximum(known[:, 0], known[:, 1]), np.minimum(known[:, 0], known[:, 1]))]
+            # at most one heterozygous position: put its change on the first haplotype
+            ref_states = matcher.reference_states[:, None]
+            known = np.where(missing[:, None], ref_states, states)
+            first_changed = known[:, 0] != matcher.reference_states
+            arrangements = [(np.where(first_changed, known[:, 0], known[:, 1]), np.where(first_changed, known[:, 1], known[:, 0]))]
         options: dict[str, tuple[PhenotypeCall, list[str]]] = {}
         for haplotypes in arrangements:
             explained = []
             for hap in haplotypes:
                 hap_missing = hap == MISSING if phased_input else missing
-                hap = np.where(hap_missing, 0, hap)
-                names, left = cover(matcher, hap, (hap > 0).astype(np.int16), hap_missing)
+                hap = np.where(hap_missing, matcher.reference_states, hap)
+                changed = (hap != matcher.reference_states).astype(np.int16)
+                names, left = cover(matcher, hap, changed, hap_missing)
                 if (left > 0).any():
                     note = "changes not part of any defined allele read as reference: " + ", ".join(
                         definition.positions[i].label for i in np.flatnonzero(left > 0))
@@ -165,9 +169,11 @@ def _combinations(definition: GeneDefinition, obs: Observation, missing: np.ndar
         if len(options) > 1:
             notes.append(f"{len(arrangements)} arrangements of unlinked phase sets; {len(options)} distinct diplotypes")
     else:
-        known = np.where(missing[:, None], 0, states)
-        variant_state = np.maximum(known[:, 0], known[:, 1])
-        copies = (known > 0).sum(axis=1)
+        ref_states = matcher.reference_states[:, None]
+        known = np.where(missing[:, None], ref_states, states)
+        changed = known != ref_states
+        variant_state = np.where(changed[:, 0], known[:, 0], known[:, 1])
+        copies = changed.sum(axis=1)
         names, left = cover(matcher, variant_state, copies, missing)
         if (left > 0).any():
             notes.append("changes not part of any defined allele read as reference: " + ", ".join(
@@ -275,6 +281,7 @@ def call_vcf(
         loci = {(p.chrom, locus) for d in definitions for p in d.positions for locus in p.loci}
         records = vcf.read_loci(loci)
         _check_reference_bases(vcf, definitions, records)
+        _check_other_assembly_loci(vcf, selected, len(loci), len(records))
         indices = [vcf.sample_index(sample)] if sample is not None else range(len(vcf.samples))
         kb = KnowledgeBaseVersion(**knowledge_base_version())
         # samples with the same genotypes at a gene share its result (most samples, in cohorts)
@@ -297,6 +304,21 @@ def call_vcf(
             )
     finally:
         vcf.close()
+
+
+def _check_other_assembly_loci(vcf: VcfFile, genes: Sequence[str], wanted: int, found: int) -> None:
+    """Few records at our loci may mean the file is of the other assembly: look there too."""
+    if wanted < 20 or found >= 0.2 * wanted:
+        return
+    other = "GRCh37" if vcf.assembly == "GRCh38" else "GRCh38"
+    other_loci = {(p.chrom, locus) for g in genes for p in gene_definition(g, other).positions for locus in p.loci}
+    found_other = len(vcf.read_loci(other_loci))
+    if found_other >= 5 and found_other > 2 * found:
+        raise PgxInputError(
+            f"only {found} of {wanted} {vcf.assembly} defining positions have records but {found_other}"
+            f" {other} positions do: the file looks like {other} (use --assembly {other})",
+            source=str(vcf.path),
+        )
 
 
 def _check_reference_bases(

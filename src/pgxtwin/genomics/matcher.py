@@ -77,6 +77,9 @@ class GeneMatcher:
                 specified[ai, index[variant.pos]] = True
         self.expected = expected
         self.specified = specified
+        # the reference allele's own states: a "change" is a difference from it (in GRCh37 the
+        # DPYD reference allele itself differs from the genome at c.85, for example)
+        self.reference_states = expected[self.allele_names.index(definition.reference_allele)]
         n = len(rows)
         pairs = np.array(list(combinations_with_replacement(range(n), 2)), dtype=np.int32).reshape(-1, 2)
         self.pairs = pairs
@@ -286,8 +289,8 @@ def cover(
 ) -> tuple[list[str], np.ndarray]:
     """Explain observed changes by a multiset of defined alleles (DPYD combinations).
 
-    ``states[p]`` is the observed change at each position (0 = none), ``copies[p]`` how many
-    copies (1 on a haplotype; 1 or 2 in an unphased genotype).  Returns the alleles that
+    ``states[p]`` is the observed state at each position, ``copies[p]`` how many copies of a
+    change from the reference allele's state there (1 on a haplotype; 1 or 2 unphased).  Returns the alleles that
     explain the most copies with the fewest alleles, and the copies left unexplained.
     Missing positions are dropped from the definitions (an allele defined only there is out).
     """
@@ -296,12 +299,13 @@ def cover(
     hidden: dict[str, int] = {}  # defining positions of the allele that were not observed
     seen_names: set[str] = set()
     for ai, name in enumerate(matcher.allele_names):
-        core = (matcher.expected[ai] > 0) & ~missing
+        own = matcher.expected[ai] != matcher.reference_states
+        core = own & ~missing
         if name == reference or name in seen_names or not core.any():
             continue
         if (matcher.expected[ai][core] == states[core]).all() and (copies[core] > 0).all():
             candidates.append((name, core))
-            hidden[name] = int(((matcher.expected[ai] > 0) & missing).sum())
+            hidden[name] = int((own & missing).sum())
             seen_names.add(name)
     # larger definitions first so that e.g. HapB3 beats its intronic part alone
     candidates.sort(key=lambda c: -int(c[1].sum()))

@@ -186,7 +186,12 @@ class VcfFile:
                         if pos is not None:
                             start = prev = pos
             else:
-                yield from self._vcf
+                # a cyvcf2 reader iterates once: scan a fresh one each time
+                scan = VCF(str(self.path), lazy=True, threads=1)
+                try:
+                    yield from scan
+                finally:
+                    scan.close()
         except (OSError, ValueError) as exc:
             raise PgxInputError(f"error while reading VCF records ({exc})", source=str(self.path)) from None
 
