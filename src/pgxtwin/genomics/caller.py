@@ -121,6 +121,28 @@ def _block_arrangements(states: np.ndarray, blocks: np.ndarray | None, het: np.n
     return out
 
 
+def _hidden_floor(definition: GeneDefinition, states: np.ndarray, missing: np.ndarray) -> float | None:
+    """Lowest activity value among alleles the missing positions could hide (None: none could).
+
+    An allele could hide when some of its defining changes sit at missing positions and its
+    observed defining positions all show its change on at least one haplotype.
+    """
+    matcher = matcher_for(definition.name, definition.assembly)
+    floor: float | None = None
+    for ai, name in enumerate(matcher.allele_names):
+        own = matcher.expected[ai] != matcher.reference_states
+        if not (own & missing).any():
+            continue
+        seen = own & ~missing
+        carried = (states[:, 0] == matcher.expected[ai]) | (states[:, 1] == matcher.expected[ai])
+        if not carried[seen].all():
+            continue
+        value = definition.allele(name).activity_value
+        if value is not None and (floor is None or value < floor):
+            floor = value
+    return floor
+
+
 def _combinations(definition: GeneDefinition, obs: Observation, missing: np.ndarray, base: dict) -> GeneResult:
     """DPYD: each haplotype is explained by a combination of alleles (PharmCAT convention).
 
@@ -145,6 +167,7 @@ def _combinations(definition: GeneDefinition, obs: Observation, missing: np.ndar
             first_changed = known[:, 0] != matcher.reference_states
             arrangements = [(np.where(first_changed, known[:, 0], known[:, 1]), np.where(first_changed, known[:, 1], known[:, 0]))]
         options: dict[str, tuple[PhenotypeCall, list[str]]] = {}
+        hap_values: list[list[float | None]] = []
         for haplotypes in arrangements:
             explained = []
             for hap in haplotypes:
@@ -163,6 +186,7 @@ def _combinations(definition: GeneDefinition, obs: Observation, missing: np.ndar
             score = None if any(v is None for v in values) else float(sum(values))  # type: ignore[arg-type]
             phen = PhenotypeCall(phenotype_from_score(definition.name, score), score) if score is not None else PhenotypeCall(INDETERMINATE, None)
             options.setdefault("/".join(labels), (phen, [n for names in explained for n in names] or [ref]))
+            hap_values.append(values)
         diplotypes, detected = list(options), []
         call = _shared_phenotype([p for p, _ in options.values()])
         lowest = [n for _, names in options.values() for n in names]
@@ -181,17 +205,26 @@ def _combinations(definition: GeneDefinition, obs: Observation, missing: np.ndar
         ordered = sorted(names, key=lambda n: (definition.allele(n).activity_value or 0.0, _cdna_order(definition, n)))
         lowest = (ordered + [ref, ref])[:2]
         call = phenotype_of(definition.name, lowest[0], lowest[1], definition.assembly)
+        hap_values = [[definition.allele(n).activity_value for n in lowest]]
         detected = sorted(set(names), key=lambda n: _cdna_order(definition, n))
         if len(names) == 1:
             detected = [ref, *detected]
         diplotypes = []
         notes.append(f"unphased: activity score from the two lowest-function alleles {lowest[0]} and {lowest[1]}")
     status = "ambiguous" if len(diplotypes) > 1 else "called"
-    if missing.any() and call.activity_score != 0.0:
-        # a no-function allele at a missing position could still lower the score
+    if missing.any():
         status = "partial"
-        notes.append("missing positions could hide a lower-function allele")
-        call = PhenotypeCall(INDETERMINATE, None)
+        floor = _hidden_floor(definition, obs.states, missing)
+        if floor is not None and call.phenotype != INDETERMINATE:
+            # worst case: an allele defined at a missing position on either haplotype
+            worst = {
+                phenotype_from_score(definition.name, sum(min(v, floor) for v in values))
+                for values in hap_values
+                if all(v is not None for v in values)
+            }
+            if worst != {call.phenotype}:
+                notes.append("missing positions could hide a lower-function allele")
+                call = PhenotypeCall(INDETERMINATE, None)
     return GeneResult(
         status=status, diplotypes=diplotypes, scores=[0] * len(diplotypes), detected_alleles=detected,
         phenotype=call.phenotype, activity_score=call.activity_score, alleles=_allele_info(definition, lowest),

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
+import warnings
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -29,6 +31,7 @@ _CONTIG_LENGTHS = {
 # htslib's own warnings (undeclared INFO tags, missing index) are noise for our users; real
 # problems surface as exceptions and are reported as one-line errors.
 set_htslib_log_level(0)  # HTS_LOG_OFF
+_CONTIG_LINE = re.compile(r"^##contig=<ID=([^,>]+),.*?length=(\d+)", re.MULTILINE)
 _BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
 
 
@@ -83,6 +86,12 @@ def _check_text_vcf(path: Path) -> None:
         raise PgxInputError("not a VCF file (first line is not '##fileformat=VCF...')", source=str(path), line=1)
 
 
+def normalise_chrom(name: str) -> str:
+    """``chr10`` -> ``10``; ``chrM``/``MT`` -> ``M`` (the knowledge base's names)."""
+    name = name.removeprefix("chr")
+    return "M" if name == "MT" else name
+
+
 class VcfFile:
     """A VCF opened for reading genotypes at given loci."""
 
@@ -95,7 +104,7 @@ class VcfFile:
         _check_text_vcf(self.path)
         try:
             self._vcf = VCF(str(self.path), lazy=True, threads=1)
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # cyvcf2 raises bare Exception for a malformed header
             raise PgxInputError(f"not a readable VCF ({exc})", source=str(self.path)) from None
         self.samples: list[str] = list(self._vcf.samples)
         if not self.samples:
@@ -106,15 +115,8 @@ class VcfFile:
         self._check_assembly_by_contigs()
 
     def _header_contigs(self) -> dict[str, int]:
-        lengths: dict[str, int] = {}
-        for rec in self._vcf.header_iter():
-            info = rec.info()
-            if info.get("HeaderType") == "CONTIG" and "length" in info:
-                try:
-                    lengths[info["ID"]] = int(info["length"])
-                except ValueError:
-                    continue
-        return lengths
+        # cyvcf2's header records drop the contig length: read it from the raw header
+        return {m.group(1): int(m.group(2)) for m in _CONTIG_LINE.finditer(self._vcf.raw_header)}
 
     def _detect_prefix(self) -> bool:
         names = list(self._contig_lengths) or list(self._vcf.seqnames or [])
@@ -144,7 +146,12 @@ class VcfFile:
             )
 
     def contig(self, chrom: str) -> str:
-        return f"chr{chrom}" if self.chr_prefix and not chrom.startswith("chr") else chrom
+        """The file's name for a knowledge-base chromosome (``10``, ``X``, ``M``)."""
+        names = [f"chr{chrom}", chrom] if self.chr_prefix else [chrom, f"chr{chrom}"]
+        if chrom == "M":
+            names += ["chrMT", "MT"] if self.chr_prefix else ["MT", "chrMT"]
+        known = set(self._contig_lengths) | set(self._vcf.seqnames or [])
+        return next((n for n in names if n in known), names[0])
 
     def sample_index(self, sample: str) -> int:
         try:
@@ -164,7 +171,7 @@ class VcfFile:
             wanted.setdefault(chrom, set()).add(pos)
         found: dict[tuple[str, int], list[LocusRecord]] = {}
         for variant in self._iter_candidates(wanted):
-            chrom = variant.CHROM.removeprefix("chr")
+            chrom = normalise_chrom(variant.CHROM)
             pos = variant.POS
             if pos not in wanted.get(chrom, ()):
                 continue
@@ -172,6 +179,7 @@ class VcfFile:
         return found
 
     def _iter_candidates(self, wanted: dict[str, set[int]]) -> Iterator[object]:
+        last = "the first record"
         try:
             if self.indexed:
                 for chrom, positions in wanted.items():
@@ -182,18 +190,30 @@ class VcfFile:
                         if pos is not None and pos - prev < 50_000:
                             prev = pos
                             continue
-                        yield from self._vcf(f"{self.contig(chrom)}:{start}-{prev}")
+                        with warnings.catch_warnings():
+                            # cyvcf2 warns for a region without records: an empty region is normal
+                            warnings.simplefilter("ignore", UserWarning)
+                            region = list(self._vcf(f"{self.contig(chrom)}:{start}-{prev}"))
+                        for variant in region:
+                            last = f"{variant.CHROM}:{variant.POS}"
+                            yield variant
                         if pos is not None:
                             start = prev = pos
             else:
                 # a cyvcf2 reader iterates once: scan a fresh one each time
                 scan = VCF(str(self.path), lazy=True, threads=1)
                 try:
-                    yield from scan
+                    for variant in scan:
+                        last = f"{variant.CHROM}:{variant.POS}"
+                        yield variant
                 finally:
                     scan.close()
-        except (OSError, ValueError) as exc:
-            raise PgxInputError(f"error while reading VCF records ({exc})", source=str(self.path)) from None
+        except PgxInputError:
+            raise
+        except Exception as exc:  # htslib parse errors surface as bare Exception
+            raise PgxInputError(
+                f"malformed VCF record after {last}: a field (e.g. GT) could not be parsed ({exc})", source=str(self.path)
+            ) from None
 
     def _record(self, variant: object, chrom: str) -> LocusRecord:
         v = variant  # cyvcf2.Variant
@@ -206,13 +226,22 @@ class VcfFile:
         n_alleles = 1 + len(v.ALT)  # type: ignore[attr-defined]
         alleles = np.full((arr.shape[0], 2), -1, dtype=np.int16)
         ploidy = arr.shape[1] - 1
+        if ploidy > 2 and (arr[:, 2:-1] != -2).any():
+            raise PgxInputError(
+                f"malformed genotype at {v.CHROM}:{v.POS}: more than two alleles per sample",  # type: ignore[attr-defined]
+                source=str(self.path),
+            )
+        sex_linked = chrom in ("X", "Y", "M")
         alleles[:, 0] = arr[:, 0]
         if ploidy >= 2:
             alleles[:, 1] = arr[:, 1]
-            haploid = arr[:, 1] == -2  # htslib vector end: a haploid call (e.g. chrX in males)
-            alleles[haploid, 1] = arr[haploid, 0]
+            haploid = arr[:, 1] == -2  # htslib vector end: a haploid call
         else:
-            alleles[:, 1] = arr[:, 0]
+            haploid = np.ones(arr.shape[0], dtype=bool)
+        # hemizygous (chrX/Y in males, chrM): one copy stands for both; elsewhere it is no call
+        alleles[haploid, 1] = arr[haploid, 0] if sex_linked else -1
+        if not sex_linked:
+            alleles[haploid, 0] = -1
         alleles[alleles < -1] = -1
         if (alleles >= n_alleles).any():
             raise PgxInputError(
