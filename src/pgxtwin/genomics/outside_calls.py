@@ -15,10 +15,11 @@ from pathlib import Path
 
 from ..errors import PgxInputError
 from ..knowledge.alleles import gene_definition, known_genes
-from ..knowledge.phenotypes import INDETERMINATE, PhenotypeCall, phenotype_names, phenotype_of
+from ..knowledge.phenotypes import INDETERMINATE, PhenotypeCall, phenotype_from_score, phenotype_names, phenotype_of
 from .result import AlleleInfo, GeneResult
 
 _HLA_ALLELE = re.compile(r"^\*\d{2,3}(:\d{2,3}){0,3}[A-Z]?$")
+_COPIES = re.compile(r"^(?P<allele>.+?)x(?P<copies>\d)$")  # CYP2D6 duplications: *1x2, *4x3
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,21 @@ def _resolve_allele(gene: str, raw: str, where: str, line: int) -> str:
     names = [a.name for a in gene_definition(gene).alleles]
     if name in names:
         return name
+    suffix = ""
+    copies = _COPIES.match(name)
+    if copies and gene_definition(gene).phenotype_method == "Score":
+        name, suffix = copies.group("allele"), f"x{copies.group('copies')}"
     core = name.split(".")[0]  # PharmVar sub-allele (*2.034) -> core allele (*2)
-    if core in names:
-        return core
+    for candidate in (name, core):
+        if candidate in names:
+            return candidate + suffix
     raise PgxInputError(f"{gene}: unknown allele {raw!r} in the knowledge base", source=where, line=line)
+
+
+def _split_copies(name: str) -> tuple[str, int]:
+    """``*1x2`` -> (``*1``, 2); ``*4`` -> (``*4``, 1)."""
+    match = _COPIES.match(name)
+    return (match.group("allele"), int(match.group("copies"))) if match else (name, 1)
 
 
 def read_outside_calls(path: str | Path) -> list[OutsideCall]:
@@ -96,7 +108,7 @@ def _canonical(gene: str, a: str, b: str) -> str:
     if gene.startswith("HLA-"):
         return "/".join(sorted((a, b)))
     order = gene_definition(gene).allele_order
-    return "/".join(sorted((a, b), key=order.__getitem__))
+    return "/".join(sorted((a, b), key=lambda n: (order[_split_copies(n)[0]], n)))
 
 
 def outside_gene_result(call: OutsideCall, assembly: str = "GRCh38") -> GeneResult:
@@ -104,8 +116,17 @@ def outside_gene_result(call: OutsideCall, assembly: str = "GRCh38") -> GeneResu
     alleles: list[AlleleInfo] = []
     phenotype = PhenotypeCall(call.phenotype or INDETERMINATE, None)
     if call.diplotype is not None and not call.gene.startswith("HLA-"):
-        a, b = call.diplotype.split("/")
+        (a, copies_a), (b, copies_b) = (_split_copies(n) for n in call.diplotype.split("/"))
         derived = phenotype_of(call.gene, a, b, assembly)
+        if copies_a > 1 or copies_b > 1:
+            # activity score counts every copy (CPIC: *1x2 has activity value 2 x 1)
+            definition = gene_definition(call.gene, assembly)
+            values = [definition.allele(a).activity_value, definition.allele(b).activity_value]
+            if None in values:
+                derived = PhenotypeCall(INDETERMINATE, None)
+            else:
+                score = values[0] * copies_a + values[1] * copies_b  # type: ignore[operator]
+                derived = PhenotypeCall(phenotype_from_score(call.gene, score), score)
         if call.phenotype is None:
             phenotype = derived
         else:
