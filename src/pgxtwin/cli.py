@@ -176,6 +176,187 @@ def call(
         raise typer.Exit(1)
 
 
+def _parse_assignments(values: list[str] | None, option: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values or []:
+        if "=" not in item:
+            fail(f"{option} {item!r}: expected GENE=VALUE, e.g. CYP2C19=\"Poor Metabolizer\"")
+        gene, value = item.split("=", 1)
+        out[gene.strip().upper()] = value.strip().strip('"')
+    return out
+
+
+def _genes_from_call(path: Path) -> dict[str, "GeneInput"]:
+    """Phenotypes of a ``pgxtwin call --format json`` result (first sample)."""
+    from .pk.drug_model import GeneInput
+
+    try:
+        text = path.read_text(encoding="utf-8").splitlines()[0]
+        data = json.loads(text)
+        genes = data["genes"]
+    except (OSError, IndexError, ValueError, KeyError, TypeError) as exc:
+        raise PgxInputError(f"not a pgxtwin call result ({exc.__class__.__name__}: {exc})", source=str(path)) from None
+    out = {}
+    for gene, res in genes.items():
+        if res.get("phenotype") in (None, "Indeterminate", "n/a") and res.get("activity_score") is None:
+            continue
+        diplotype = res["diplotypes"][0] if res.get("status") in ("called", "outside_call") and res.get("diplotypes") else None
+        out[gene] = GeneInput(phenotype=res.get("phenotype"), activity_score=res.get("activity_score"), diplotype=diplotype)
+    return out
+
+
+def _patient(
+    genotype: Optional[Path], phenotype: Optional[list[str]], diplotype: Optional[list[str]],
+    weight: Optional[float], height: Optional[float], age: Optional[float], sex: Optional[str],
+    crcl: Optional[float], with_: Optional[list[str]],
+) -> "PatientFactors":
+    from .pk.drug_model import GeneInput, PatientFactors
+
+    genes = _genes_from_call(genotype) if genotype is not None else {}
+    for gene, text in _parse_assignments(phenotype, "--phenotype").items():
+        genes[gene] = GeneInput.from_text(gene, text)
+    for gene, text in _parse_assignments(diplotype, "--diplotype").items():
+        if "/" not in text:
+            fail(f"--diplotype {gene}={text!r}: expected a diplotype such as *1/*3")
+        genes[gene] = GeneInput.from_text(gene, text)
+    return PatientFactors(
+        weight_kg=weight, height_cm=height, age_years=age, sex=sex.upper() if sex else None,
+        crcl_ml_min=crcl, genes=genes, comedications=tuple(with_ or ()),
+    )
+
+
+def _known_drug(name: str) -> str:
+    from .knowledge.drugs import UnknownDrug, resolve_drug
+
+    try:
+        return resolve_drug(name)
+    except UnknownDrug as exc:
+        raise PgxInputError(str(exc)) from None
+
+
+@app.command()
+def simulate(
+    drug: Annotated[str, typer.Argument(help="drug name (see pgxtwin drugs)")],
+    dose: Annotated[str, typer.Option(help="e.g. '75 mg', '0.1 mg/kg', '5 mg/m2'")],
+    every: Annotated[str, typer.Option(help="dosing interval, e.g. 24h, 12 h")] = "24h",
+    days: Annotated[float, typer.Option(help="days of dosing")] = 14.0,
+    genotype: Annotated[Optional[Path], typer.Option(help="pgxtwin call JSON result")] = None,
+    phenotype: Annotated[Optional[list[str]], typer.Option(help='GENE="Poor Metabolizer" (repeatable)')] = None,
+    diplotype: Annotated[Optional[list[str]], typer.Option(help='GENE="*1/*3" (repeatable)')] = None,
+    weight: Annotated[Optional[float], typer.Option(help="kg")] = None,
+    height: Annotated[Optional[float], typer.Option(help="cm")] = None,
+    age: Annotated[Optional[float], typer.Option(help="years")] = None,
+    sex: Annotated[Optional[str], typer.Option(help="F or M")] = None,
+    crcl: Annotated[Optional[float], typer.Option(help="creatinine clearance, mL/min")] = None,
+    with_: Annotated[Optional[list[str]], typer.Option("--with", help="co-medication (repeatable)")] = None,
+    n: Annotated[int, typer.Option(help="virtual patients (1 = typical patient)")] = 1,
+    seed: Annotated[int, typer.Option(help="random seed")] = 1,
+    times: Annotated[Optional[str], typer.Option(help="hours, comma-separated, instead of the default grid")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    plot: Annotated[Optional[Path], typer.Option(help="write a PNG plot here")] = None,
+) -> None:
+    """Simulate a regimen for a typical patient or a virtual population."""
+    import numpy as np
+
+    from .pk.scenarios import parse_every, simulate_regimen
+
+    name = _known_drug(drug)
+    patient = _patient(genotype, phenotype, diplotype, weight, height, age, sex, crcl, with_)
+    grid = None
+    if times is not None:
+        try:
+            grid = np.array([float(t) for t in times.split(",") if t.strip()])
+        except ValueError:
+            fail(f"--times {times!r}: expected hours separated by commas")
+    try:
+        sim = simulate_regimen(name, patient, dose=dose, every_h=parse_every(every), days=days, n=n, seed=seed, times_h=grid)
+    except ValueError as exc:
+        raise PgxInputError(str(exc)) from None
+    summary = sim.summary()
+    if plot is not None:
+        from .report.plots import concentration_plot
+
+        concentration_plot(sim, plot)
+    if as_json:
+        sys.stdout.write(json.dumps(summary) + "\n")
+        return
+    table = Table(title=f"{sim.drug}: {dose} every {every} for {days:g} days, n={n}", title_justify="left")
+    table.add_column("Analyte")
+    table.add_column("Metric (last interval)")
+    table.add_column("Median", justify="right")
+    table.add_column("5th-95th percentile", justify="right")
+    for analyte, values in summary["metrics"].items():
+        for metric, q in values.items():
+            table.add_row(analyte, metric, f"{q['median']:.4g}", f"{q['p05']:.4g} - {q['p95']:.4g}")
+    out_console.print(table)
+    for gene, status in summary["phenotypes"].items():
+        out_console.print(f"{gene}: {status['genotype_phenotype'] or 'not given'}"
+                          + (f" -> {status['phenotype']}" if status["co_medications"] else ""))
+    for note in summary["notes"]:
+        out_console.print(f"[yellow]note:[/] {note}")
+    if plot is not None:
+        out_console.print(f"plot written to {plot}")
+
+
+@app.command("exposure-ratio")
+def exposure_ratio_cmd(
+    drug: Annotated[str, typer.Argument(help="drug name")],
+    gene: Annotated[str, typer.Option(help="gene, e.g. CYP2C19")],
+    test: Annotated[str, typer.Option(help="phenotype or diplotype of the test group")],
+    reference: Annotated[str, typer.Option(help="phenotype or diplotype of the reference group")],
+    metric: Annotated[str, typer.Option(help="auc, cl, css, cmax or cmin")] = "auc",
+    analyte: Annotated[Optional[str], typer.Option(help="analyte (default: the drug's main one)")] = None,
+    design: Annotated[str, typer.Option(help="single_dose or steady_state")] = "single_dose",
+    with_: Annotated[Optional[list[str]], typer.Option("--with", help="co-medication of the test group")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Predicted typical-patient exposure of one genotype group relative to another."""
+    from .pk.scenarios import exposure_ratio
+
+    if metric not in ("auc", "cl", "css", "cmax", "cmin"):
+        fail(f"--metric {metric!r}: expected auc, cl, css, cmax or cmin")
+    if design not in ("single_dose", "steady_state"):
+        fail(f"--design {design!r}: expected single_dose or steady_state")
+    name = _known_drug(drug)
+    try:
+        result = exposure_ratio(
+            name, gene.upper(), test, reference, metric=metric, analyte=analyte, design=design,  # type: ignore[arg-type]
+            with_drugs=tuple(with_ or ()),
+        )
+    except ValueError as exc:
+        raise PgxInputError(str(exc)) from None
+    if as_json:
+        sys.stdout.write(json.dumps(result.as_dict()) + "\n")
+    else:
+        out_console.print(
+            f"{result.drug} {result.metric} ({result.analyte}, {result.design}, {result.regimen}):"
+            f" {result.test} / {result.reference} = [bold]{result.ratio:.3g}[/]"
+        )
+
+
+@app.command()
+def drugs(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """List the drug library with its model structure, genes and sources."""
+    from .knowledge.drugs import drug_names, load_drug
+
+    rows = []
+    for name in drug_names():
+        drug = load_drug(name)
+        genes = sorted({e.gene for e in drug.genotype_effects})
+        sources = sorted({p.source for p in drug.parameters.values()})
+        rows.append({"drug": name, "structure": drug.model.structure, "genes": genes, "cpic_genes": drug.cpic_genes,
+                     "analytes": [a.name for a in drug.model.analytes], "sources": sources})
+    if as_json:
+        sys.stdout.write(json.dumps(rows) + "\n")
+        return
+    table = Table(title=f"Drug library ({len(rows)} drugs)", title_justify="left")
+    for column in ("Drug", "Model", "Genotype effects", "Parameter sources"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row["drug"], row["structure"], ", ".join(row["genes"]) or "-", "; ".join(row["sources"]))
+    out_console.print(table)
+
+
 def main() -> None:
     """Entry point: one-line errors for user mistakes, never a traceback."""
     try:

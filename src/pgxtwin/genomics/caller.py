@@ -217,14 +217,18 @@ def _combinations(definition: GeneDefinition, obs: Observation, missing: np.ndar
         floor = _hidden_floor(definition, obs.states, missing)
         if floor is not None and call.phenotype != INDETERMINATE:
             # worst case: an allele defined at a missing position on either haplotype
-            worst = {
-                phenotype_from_score(definition.name, sum(min(v, floor) for v in values))
+            worst_scores = {
+                sum(min(v, floor) for v in values)  # type: ignore[type-var]
                 for values in hap_values
                 if all(v is not None for v in values)
             }
+            worst = {phenotype_from_score(definition.name, score) for score in worst_scores}
             if worst != {call.phenotype}:
                 notes.append("missing positions could hide a lower-function allele")
                 call = PhenotypeCall(INDETERMINATE, None)
+            elif worst_scores != {call.activity_score}:
+                notes.append("missing positions leave the activity score uncertain; the phenotype holds")
+                call = PhenotypeCall(call.phenotype, None)
     return GeneResult(
         status=status, diplotypes=diplotypes, scores=[0] * len(diplotypes), detected_alleles=detected,
         phenotype=call.phenotype, activity_score=call.activity_score, alleles=_allele_info(definition, lowest),

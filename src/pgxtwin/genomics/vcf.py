@@ -140,8 +140,8 @@ class VcfFile:
                     votes[asm] += 1
         if votes[other] > votes[self.assembly]:
             raise PgxInputError(
-                f"contig lengths in the header are {other}'s, but {self.assembly} was asked for"
-                f" (use --assembly {other})",
+                f"the file looks like {other} (contig lengths in the header), but {self.assembly} was asked"
+                f" for (use --assembly {other})",
                 source=str(self.path),
             )
 

@@ -70,7 +70,7 @@ def _quantity(text: str, what: str, example: str) -> pint.Quantity:
         normalised = pattern.sub(repl, normalised)
     try:
         q = _registry().Quantity(normalised)
-    except (pint.errors.PintError, ValueError, TypeError, SyntaxError, AttributeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - pint's parser raises assorted types (TokenError, AssertionError, ...)
         raise ValueError(f"{what} {text!r} cannot be parsed: {exc}") from None
     if not isinstance(q, pint.Quantity):
         raise ValueError(f"{what} {text!r} cannot be parsed: not a quantity")
