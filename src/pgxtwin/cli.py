@@ -50,14 +50,56 @@ def fail(message: str, code: int = 2) -> None:
 
 def _call_one_file(args: tuple[str, str, Optional[str], list, Optional[list[str]]]) -> tuple[str, list[str], Optional[str]]:
     """Worker: call one VCF; returns (path, JSON results, one-line error or None)."""
+    results: list[str] = []
+    error = None
+    for kind, text in _stream_file(args):
+        if kind == "error":
+            error = text
+        else:
+            results.append(text)
+    return args[0], results, error
+
+
+def _stream_file(args: tuple[str, str, Optional[str], list, Optional[list[str]]]):
+    """Results of one VCF as they come: ("result", json) per sample, or one ("error", message)."""
     from .genomics.caller import call_vcf
 
     path, assembly, sample, outside, genes = args
     try:
-        results = [r.model_dump_json() for r in call_vcf(path, assembly=assembly, sample=sample, outside_calls=outside, genes=genes)]
-        return path, results, None
+        for result in call_vcf(path, assembly=assembly, sample=sample, outside_calls=outside, genes=genes):
+            yield "result", result.model_dump_json()
     except PgxInputError as exc:
-        return path, [], str(exc)
+        yield "error", str(exc)
+
+
+def _count_results(path: str, sample: Optional[str]) -> int:
+    """Samples a file will give (for the progress bar); 1 when the header cannot be read."""
+    if sample is not None:
+        return 1
+    from .genomics.vcf import VcfFile
+
+    try:
+        vcf = VcfFile(path)
+    except PgxInputError:
+        return 1
+    try:
+        return len(vcf.samples)
+    finally:
+        vcf.close()
+
+
+def _outcomes(tasks: list, jobs: int):
+    """("result", json) and ("error", message) events, streamed in file order."""
+    if jobs > 1 and len(tasks) > 1:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            for _, results, error in pool.map(_call_one_file, tasks):
+                for text in results:
+                    yield "result", text
+                if error is not None:
+                    yield "error", error
+    else:
+        for task in tasks:
+            yield from _stream_file(task)
 
 
 def _render_table(result: dict, all_genes: bool) -> Table:
@@ -129,40 +171,27 @@ def call(
     failures = 0
     progress = Progress(
         TextColumn("calling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err_console, transient=True, disable=len(tasks) < 2 or not err_console.is_terminal,
+        console=err_console, transient=True, disable=not err_console.is_terminal,
     )
     stream = output is None and output_format is OutputFormat.json
     with progress:
-        bar = progress.add_task("call", total=len(tasks))
-        if jobs > 1 and len(tasks) > 1:
-            pool = ProcessPoolExecutor(max_workers=jobs)
-            outcomes = pool.map(_call_one_file, tasks)
-        else:
-            pool = None
-            outcomes = map(_call_one_file, tasks)
-        try:
-            for path, results, error in outcomes:
-                progress.advance(bar)
-                if error is not None:
-                    failures += 1
-                    err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-                    continue
-                for text in results:
-                    if output_format is OutputFormat.json:
-                        if stream:
-                            sys.stdout.write(text + "\n")
-                            sys.stdout.flush()
-                        else:
-                            lines.append(text)
-                    else:
-                        table = _render_table(json.loads(text), all_genes)
-                        if output is None:
-                            out_console.print(table)
-                        else:
-                            lines.append(text)
-        finally:
-            if pool is not None:
-                pool.shutdown()
+        total = sum(_count_results(str(p), sample) for p in vcf) if err_console.is_terminal else None
+        bar = progress.add_task("call", total=total)
+        for kind, text in _outcomes(tasks, jobs):
+            progress.advance(bar)
+            if kind == "error":
+                failures += 1
+                err_console.print(f"[bold red]error:[/] {text}", highlight=False, soft_wrap=True)
+            elif output_format is OutputFormat.json:
+                if stream:
+                    sys.stdout.write(text + "\n")
+                    sys.stdout.flush()
+                else:
+                    lines.append(text)
+            elif output is None:
+                out_console.print(_render_table(json.loads(text), all_genes))
+            else:
+                lines.append(text)
     if output is not None:
         if output_format is OutputFormat.json:
             body = lines[0] + "\n" if len(lines) == 1 else "".join(line + "\n" for line in lines)

@@ -86,6 +86,28 @@ def _check_text_vcf(path: Path) -> None:
         raise PgxInputError("not a VCF file (first line is not '##fileformat=VCF...')", source=str(path), line=1)
 
 
+def _line_after(path: Path, last: str) -> int | None:
+    """1-based line number of the record following ``last`` ("chrom:pos"), for error messages."""
+    opener = gzip.open if path.read_bytes()[:2] == b"\x1f\x8b" else open
+    target = None if ":" not in last else tuple(last.rsplit(":", 1))
+    seen_header = seen_last = False
+    try:
+        with opener(path, "rt", encoding="utf-8", errors="replace") as handle:  # type: ignore[operator]
+            for number, line in enumerate(handle, start=1):
+                if line.startswith("#"):
+                    seen_header = True
+                    continue
+                if not seen_header:
+                    continue
+                if target is None or seen_last:
+                    return number
+                fields = line.split("\t", 2)
+                seen_last = len(fields) > 1 and (fields[0], fields[1]) == target
+    except (OSError, EOFError, zlib.error):
+        return None
+    return None
+
+
 def normalise_chrom(name: str) -> str:
     """``chr10`` -> ``10``; ``chrM``/``MT`` -> ``M`` (the knowledge base's names)."""
     name = name.removeprefix("chr")
@@ -212,7 +234,9 @@ class VcfFile:
             raise
         except Exception as exc:  # htslib parse errors surface as bare Exception
             raise PgxInputError(
-                f"malformed VCF record after {last}: a field (e.g. GT) could not be parsed ({exc})", source=str(self.path)
+                f"malformed VCF record after {last}: a field (e.g. GT) could not be parsed ({exc})",
+                source=str(self.path),
+                line=_line_after(self.path, last),
             ) from None
 
     def _record(self, variant: object, chrom: str) -> LocusRecord:
