@@ -227,9 +227,9 @@ def _genes_from_call(path: Path) -> dict[str, "GeneInput"]:
         raise PgxInputError(f"not a pgxtwin call result ({exc.__class__.__name__}: {exc})", source=str(path)) from None
     out = {}
     for gene, res in genes.items():
-        if res.get("phenotype") in (None, "Indeterminate", "n/a") and res.get("activity_score") is None:
-            continue
         diplotype = res["diplotypes"][0] if res.get("status") in ("called", "outside_call") and res.get("diplotypes") else None
+        if res.get("phenotype") in (None, "Indeterminate", "n/a") and res.get("activity_score") is None and diplotype is None:
+            continue
         out[gene] = GeneInput(phenotype=res.get("phenotype"), activity_score=res.get("activity_score"), diplotype=diplotype)
     return out
 
@@ -325,6 +325,56 @@ def simulate(
         out_console.print(f"[yellow]note:[/] {note}")
     if plot is not None:
         out_console.print(f"plot written to {plot}")
+
+
+def _hla_from_call(path: Optional[Path]) -> dict[str, str]:
+    if path is None:
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8").splitlines()[0])
+    return {g: r["diplotypes"][0] for g, r in data["genes"].items() if g.startswith("HLA-") and r.get("diplotypes")}
+
+
+@app.command()
+def evaluate(
+    drug: Annotated[str, typer.Argument(help="drug name")],
+    dose: Annotated[str, typer.Option(help="e.g. '75 mg'")],
+    every: Annotated[str, typer.Option(help="dosing interval, e.g. 24h")] = "24h",
+    genotype: Annotated[Optional[Path], typer.Option(help="pgxtwin call JSON result")] = None,
+    phenotype: Annotated[Optional[list[str]], typer.Option(help='GENE="Poor Metabolizer" (repeatable)')] = None,
+    diplotype: Annotated[Optional[list[str]], typer.Option(help='GENE="*1/*3" (repeatable)')] = None,
+    weight: Annotated[Optional[float], typer.Option(help="kg")] = None,
+    height: Annotated[Optional[float], typer.Option(help="cm")] = None,
+    age: Annotated[Optional[float], typer.Option(help="years")] = None,
+    sex: Annotated[Optional[str], typer.Option(help="F or M")] = None,
+    crcl: Annotated[Optional[float], typer.Option(help="creatinine clearance, mL/min")] = None,
+    with_: Annotated[Optional[list[str]], typer.Option("--with", help="co-medication (repeatable)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Evaluate a prescription: genotype risks, CPIC recommendation, predicted exposure, verdict."""
+    from .knowledge.drugs import UnknownDrug
+    from .pk.scenarios import parse_every
+    from .twin.evaluate import evaluate_prescription
+
+    patient = _patient(genotype, phenotype, diplotype, weight, height, age, sex, crcl, with_)
+    try:
+        result = evaluate_prescription(drug, dose, parse_every(every), patient, hla=_hla_from_call(genotype))
+    except UnknownDrug as exc:
+        raise PgxInputError(str(exc)) from None
+    except ValueError as exc:
+        raise PgxInputError(str(exc)) from None
+    if as_json:
+        sys.stdout.write(json.dumps(result.as_dict(), default=float) + "\n")
+        return
+    colour = {"ok": "green", "adjust_dose": "yellow", "avoid": "red", "insufficient_data": "magenta"}[result.verdict]
+    out_console.print(f"[bold]{result.drug}[/] {dose} every {every}: [bold {colour}]{result.verdict}[/]")
+    for reason in result.reasons:
+        out_console.print(f"  - {reason}", highlight=False)
+    for item in result.missing:
+        out_console.print(f"  - missing: {item}", highlight=False)
+    if result.suggested_regimen is not None:
+        best = result.suggested_regimen.best
+        out_console.print(f"  suggested: {best.dose_mg:g} mg every {best.interval_h:g} h"
+                          f" (probability of target attainment {best.pta:.0%})")
 
 
 @app.command("exposure-ratio")

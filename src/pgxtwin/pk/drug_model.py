@@ -195,8 +195,12 @@ class DrugModel:
     def __init__(self, name: str) -> None:
         self.drug = load_drug(name)
         self.structure = _structure(self.drug)
-        names = [a.name for a in self.drug.model.analytes]
-        self.analytes = dict(zip(names, self.structure.analytes))  # drug analyte -> model output
+        # drug analyte -> model output; the first analyte listed is the drug's main one
+        analytes = self.drug.model.analytes
+        if all(a.role is not None for a in analytes):
+            self.analytes = {a.name: a.role for a in analytes}
+        else:
+            self.analytes = dict(zip((a.name for a in analytes), self.structure.analytes))
 
     @cached_property
     def genes(self) -> tuple[str, ...]:

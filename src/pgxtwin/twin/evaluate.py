@@ -115,8 +115,10 @@ def evaluate_prescription(
         status = gene_status(gene, patient)
         phenotypes[gene] = status.as_dict()
         shown = status.effective_phenotype
-        if shown in UNKNOWN_PHENOTYPES or status.phenotype in UNKNOWN_PHENOTYPES:
-            missing.append(f"{gene} phenotype (CPIC guideline for {name})")
+        if status.phenotype in UNKNOWN_PHENOTYPES and status.diplotype is None:
+            missing.append(f"{gene} genotype (CPIC guideline for {name})")
+        elif shown in UNKNOWN_PHENOTYPES:
+            continue  # typed, but the knowledge base has no phenotype rule for this gene
         else:
             effective[gene] = status.phenotype if shown and "(with" in shown else shown  # type: ignore[assignment]
     rec = recommendation(name, effective) if effective else None
@@ -153,10 +155,6 @@ def evaluate_prescription(
         best = choose_regimen(name, patient, target=target, parameter_draws=parameter_draws)
         if best.best.pta - pta >= PTA_GAIN_FOR_ADJUSTMENT:
             suggestion = best
-            reasons.append(
-                f"model-based regimen {best.best.dose_mg:g} mg every {best.best.interval_h:g} h raises the"
-                f" probability of target attainment to {best.best.pta:.0%}"
-            )
     else:
         reasons.append(f"{name} is not in the drug library: genotype-based guidance only")
 
@@ -166,6 +164,7 @@ def evaluate_prescription(
         reasons = risks + reasons
     elif missing and rec is None:
         verdict = "insufficient_data"
+        suggestion = None  # a dose for an unknown genotype would be a normal-metabolizer guess
     elif rec is not None and rec.action == "avoid":
         verdict = "avoid"
     elif (rec is not None and rec.action == "adjust_dose") or suggestion is not None:
@@ -174,6 +173,11 @@ def evaluate_prescription(
             suggestion = choose_regimen(name, patient, parameter_draws=parameter_draws)
     else:
         verdict = "ok"
+    if suggestion is not None:
+        reasons.append(
+            f"model-based regimen {suggestion.best.dose_mg:g} mg every {suggestion.best.interval_h:g} h: probability"
+            f" of target attainment {suggestion.best.pta:.0%}"
+        )
     return Evaluation(
         name, dose_mg, interval_h, verdict, reasons, phenotypes, rec, risks, exposure, suggestion, alternatives, missing
     )

@@ -107,9 +107,8 @@ def reference_target(model: DrugModel, patient: PatientFactors) -> Target:
 
 
 def _main_analyte(model: DrugModel) -> str:
-    """The analyte that carries the drug's effect: the active metabolite of a prodrug."""
-    names = list(model.analytes)
-    return names[-1] if model.drug.model.structure == "parent_metabolite" else names[0]
+    """The drug's main analyte (listed first in its library file; the active one)."""
+    return next(iter(model.analytes))
 
 
 def _normal_phenotype(gene: str) -> str:

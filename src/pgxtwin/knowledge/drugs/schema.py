@@ -34,6 +34,9 @@ class Parameter(Sourced):
 class Analyte(_Strict):
     name: str
     description: str | None = None
+    role: Literal["parent", "metabolite"] | None = Field(
+        default=None, description="parent_metabolite models: which output this analyte is (else: by order)"
+    )
 
 
 class ModelSpec(_Strict):
