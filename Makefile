@@ -18,9 +18,9 @@ install: $(STAMP)
 DEMO_OUT := pgxtwin-data/demo
 
 demo: $(STAMP)
-	$(VENV)/bin/pgxtwin call examples/demo_patient.vcf --format table
+	$(VENV)/bin/pgxtwin call examples/demo_patient.vcf --outside-calls examples/demo_outside_calls.tsv --format table
 	mkdir -p $(DEMO_OUT)
-	$(VENV)/bin/pgxtwin call examples/demo_patient.vcf --format json -o $(DEMO_OUT)/call.json
+	$(VENV)/bin/pgxtwin call examples/demo_patient.vcf --outside-calls examples/demo_outside_calls.tsv --format json -o $(DEMO_OUT)/call.json
 	$(VENV)/bin/pgxtwin evaluate clopidogrel --dose "75 mg" --every 24h --genotype $(DEMO_OUT)/call.json --weight 72 --age 64
 	$(VENV)/bin/pgxtwin evaluate codeine --dose "30 mg" --every 6h --genotype $(DEMO_OUT)/call.json --weight 72 --age 64
 	$(VENV)/bin/pgxtwin evaluate simvastatin --dose "40 mg" --every 24h --genotype $(DEMO_OUT)/call.json --weight 72 --age 64
