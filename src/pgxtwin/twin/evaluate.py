@@ -167,6 +167,11 @@ def evaluate_prescription(
         suggestion = None  # a dose for an unknown genotype would be a normal-metabolizer guess
     elif rec is not None and rec.action == "avoid":
         verdict = "avoid"
+    elif rec is not None and rec.action in ("standard", "monitor"):
+        # the guideline's explicit word wins over the model; the model's view stays in the reasons
+        verdict = "ok"
+        if suggestion is not None:
+            reasons.append("the guideline recommends standard dosing; the model-based regimen is for information")
     elif (rec is not None and rec.action == "adjust_dose") or suggestion is not None:
         verdict = "adjust_dose"
         if suggestion is None and in_library:
