@@ -86,3 +86,22 @@ def test_bad_input_is_a_one_line_error(args, needle):
     assert run.returncode != 0
     assert "Traceback" not in run.stderr
     assert needle in run.stderr, run.stderr
+
+
+def test_estimate_contract_and_bad_csv(tmp_path):
+    doses = tmp_path / "doses.csv"
+    doses.write_text("time_h,amount_mg\n" + "".join(f"{24 * k},10\n" for k in range(5)))
+    levels = tmp_path / "levels.csv"
+    levels.write_text("time_h,concentration_mg_per_l\n95.5,0.031\n")
+    run = pgxtwin("estimate", "escitalopram", "--doses", str(doses), "--observations", str(levels), "--json")
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    cl = out["parameters"]["cl"]
+    assert {"estimate", "p05", "p95", "prior"} <= set(cl)
+    assert cl["p05"] < cl["estimate"] < cl["p95"]
+    assert cl["estimate"] < cl["prior"]  # a level above the typical prediction means slower clearance
+    pred = out["prediction"]
+    assert pred["p05"] < pred["next_trough_mg_per_l"] < pred["p95"]
+    levels.write_text("time_h,concentration_mg_per_l\n95.5,-0.2\n")
+    bad = pgxtwin("estimate", "escitalopram", "--doses", str(doses), "--observations", str(levels))
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr and f"{levels}:2" in bad.stderr

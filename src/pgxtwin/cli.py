@@ -377,6 +377,52 @@ def evaluate(
                           f" (probability of target attainment {best.pta:.0%})")
 
 
+@app.command()
+def estimate(
+    drug: Annotated[str, typer.Argument(help="drug name")],
+    doses: Annotated[Path, typer.Option(help="CSV: time_h,amount_mg")],
+    observations: Annotated[Path, typer.Option(help="CSV: time_h,concentration_mg_per_l[,blq]")],
+    genotype: Annotated[Optional[Path], typer.Option(help="pgxtwin call JSON result")] = None,
+    phenotype: Annotated[Optional[list[str]], typer.Option(help='GENE="Poor Metabolizer" (repeatable)')] = None,
+    diplotype: Annotated[Optional[list[str]], typer.Option(help='GENE="*1/*3" (repeatable)')] = None,
+    weight: Annotated[Optional[float], typer.Option(help="kg")] = None,
+    height: Annotated[Optional[float], typer.Option(help="cm")] = None,
+    age: Annotated[Optional[float], typer.Option(help="years")] = None,
+    sex: Annotated[Optional[str], typer.Option(help="F or M")] = None,
+    crcl: Annotated[Optional[float], typer.Option(help="creatinine clearance, mL/min")] = None,
+    with_: Annotated[Optional[list[str]], typer.Option("--with", help="co-medication (repeatable)")] = None,
+    analyte: Annotated[Optional[str], typer.Option(help="measured analyte (default: the drug's main one)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Bayesian (MAP + Laplace) individual parameters from measured levels; predicts the next trough."""
+    from .twin.estimation import estimate as run_estimate, read_doses_csv, read_observations_csv
+
+    name = _known_drug(drug)
+    patient = _patient(genotype, phenotype, diplotype, weight, height, age, sex, crcl, with_)
+    dose_rows = read_doses_csv(doses)
+    obs_rows = read_observations_csv(observations, dose_rows)
+    try:
+        result = run_estimate(name, patient, dose_rows, obs_rows, analyte)
+    except ValueError as exc:
+        raise PgxInputError(str(exc)) from None
+    out = result.as_dict()
+    if as_json:
+        sys.stdout.write(json.dumps(out) + "\n")
+        return
+    table = Table(title=f"{name}: individual parameters ({len(obs_rows)} observations)", title_justify="left")
+    for column in ("Parameter", "Prior", "Estimate", "90% interval"):
+        table.add_column(column, justify="right" if column != "Parameter" else "left")
+    for pname, p in out["parameters"].items():
+        table.add_row(pname, f"{p['prior']:.4g}", f"{p['estimate']:.4g}", f"{p['p05']:.4g} - {p['p95']:.4g}")
+    out_console.print(table)
+    pred = out["prediction"]
+    out_console.print(
+        f"next trough: {pred['next_trough_mg_per_l']:.4g} mg/L (90% interval {pred['p05']:.4g} - {pred['p95']:.4g})"
+    )
+    for note in out.get("notes", []):
+        out_console.print(f"[yellow]note:[/] {note}", highlight=False)
+
+
 @app.command("exposure-ratio")
 def exposure_ratio_cmd(
     drug: Annotated[str, typer.Argument(help="drug name")],
