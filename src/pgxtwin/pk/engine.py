@@ -2,7 +2,7 @@
 
 ``simulate(model, params, dosing, times_h)`` returns concentrations per analyte, shape (N, T), mg/L.
 Linear models use the closed form (numpy for numpy inputs; torch, differentiable, for tensor inputs);
-everything else — or ``method="ode"`` — uses the batched torchdiffeq solver. ``simulate_chunks`` bounds
+everything else — or ``method="ode"`` — uses the batched adaptive Runge–Kutta solver (``_solver``). ``simulate_chunks`` bounds
 memory for very large populations.
 """
 
