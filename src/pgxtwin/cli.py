@@ -205,6 +205,19 @@ def call(
         raise typer.Exit(1)
 
 
+# Options shared by the commands that describe a patient (simulate, evaluate, estimate).
+GenotypeOpt = Annotated[Optional[Path], typer.Option("--genotype", help="pgxtwin call JSON result")]
+PhenotypeOpt = Annotated[Optional[list[str]], typer.Option("--phenotype", help='GENE="Poor Metabolizer" (repeatable)')]
+DiplotypeOpt = Annotated[Optional[list[str]], typer.Option("--diplotype", help='GENE="*1/*3" (repeatable)')]
+WeightOpt = Annotated[Optional[float], typer.Option("--weight", help="kg")]
+HeightOpt = Annotated[Optional[float], typer.Option("--height", help="cm")]
+AgeOpt = Annotated[Optional[float], typer.Option("--age", help="years")]
+SexOpt = Annotated[Optional[str], typer.Option("--sex", help="F or M")]
+CrclOpt = Annotated[Optional[float], typer.Option("--crcl", help="creatinine clearance, mL/min")]
+WithOpt = Annotated[Optional[list[str]], typer.Option("--with", help="co-medication (repeatable)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+
+
 def _parse_assignments(values: list[str] | None, option: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in values or []:
@@ -269,19 +282,19 @@ def simulate(
     dose: Annotated[str, typer.Option(help="e.g. '75 mg', '0.1 mg/kg', '5 mg/m2'")],
     every: Annotated[str, typer.Option(help="dosing interval, e.g. 24h, 12 h")] = "24h",
     days: Annotated[float, typer.Option(help="days of dosing")] = 14.0,
-    genotype: Annotated[Optional[Path], typer.Option(help="pgxtwin call JSON result")] = None,
-    phenotype: Annotated[Optional[list[str]], typer.Option(help='GENE="Poor Metabolizer" (repeatable)')] = None,
-    diplotype: Annotated[Optional[list[str]], typer.Option(help='GENE="*1/*3" (repeatable)')] = None,
-    weight: Annotated[Optional[float], typer.Option(help="kg")] = None,
-    height: Annotated[Optional[float], typer.Option(help="cm")] = None,
-    age: Annotated[Optional[float], typer.Option(help="years")] = None,
-    sex: Annotated[Optional[str], typer.Option(help="F or M")] = None,
-    crcl: Annotated[Optional[float], typer.Option(help="creatinine clearance, mL/min")] = None,
-    with_: Annotated[Optional[list[str]], typer.Option("--with", help="co-medication (repeatable)")] = None,
+    genotype: GenotypeOpt = None,
+    phenotype: PhenotypeOpt = None,
+    diplotype: DiplotypeOpt = None,
+    weight: WeightOpt = None,
+    height: HeightOpt = None,
+    age: AgeOpt = None,
+    sex: SexOpt = None,
+    crcl: CrclOpt = None,
+    with_: WithOpt = None,
     n: Annotated[int, typer.Option(help="virtual patients (1 = typical patient)")] = 1,
     seed: Annotated[int, typer.Option(help="random seed")] = 1,
     times: Annotated[Optional[str], typer.Option(help="hours, comma-separated, instead of the default grid")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    as_json: JsonOpt = False,
     plot: Annotated[Optional[Path], typer.Option(help="write a PNG plot here")] = None,
 ) -> None:
     """Simulate a regimen for a typical patient or a virtual population."""
@@ -339,16 +352,16 @@ def evaluate(
     drug: Annotated[str, typer.Argument(help="drug name")],
     dose: Annotated[str, typer.Option(help="e.g. '75 mg'")],
     every: Annotated[str, typer.Option(help="dosing interval, e.g. 24h")] = "24h",
-    genotype: Annotated[Optional[Path], typer.Option(help="pgxtwin call JSON result")] = None,
-    phenotype: Annotated[Optional[list[str]], typer.Option(help='GENE="Poor Metabolizer" (repeatable)')] = None,
-    diplotype: Annotated[Optional[list[str]], typer.Option(help='GENE="*1/*3" (repeatable)')] = None,
-    weight: Annotated[Optional[float], typer.Option(help="kg")] = None,
-    height: Annotated[Optional[float], typer.Option(help="cm")] = None,
-    age: Annotated[Optional[float], typer.Option(help="years")] = None,
-    sex: Annotated[Optional[str], typer.Option(help="F or M")] = None,
-    crcl: Annotated[Optional[float], typer.Option(help="creatinine clearance, mL/min")] = None,
-    with_: Annotated[Optional[list[str]], typer.Option("--with", help="co-medication (repeatable)")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    genotype: GenotypeOpt = None,
+    phenotype: PhenotypeOpt = None,
+    diplotype: DiplotypeOpt = None,
+    weight: WeightOpt = None,
+    height: HeightOpt = None,
+    age: AgeOpt = None,
+    sex: SexOpt = None,
+    crcl: CrclOpt = None,
+    with_: WithOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Evaluate a prescription: genotype risks, CPIC recommendation, predicted exposure, verdict."""
     from .knowledge.drugs import UnknownDrug
@@ -382,17 +395,17 @@ def estimate(
     drug: Annotated[str, typer.Argument(help="drug name")],
     doses: Annotated[Path, typer.Option(help="CSV: time_h,amount_mg")],
     observations: Annotated[Path, typer.Option(help="CSV: time_h,concentration_mg_per_l[,blq]")],
-    genotype: Annotated[Optional[Path], typer.Option(help="pgxtwin call JSON result")] = None,
-    phenotype: Annotated[Optional[list[str]], typer.Option(help='GENE="Poor Metabolizer" (repeatable)')] = None,
-    diplotype: Annotated[Optional[list[str]], typer.Option(help='GENE="*1/*3" (repeatable)')] = None,
-    weight: Annotated[Optional[float], typer.Option(help="kg")] = None,
-    height: Annotated[Optional[float], typer.Option(help="cm")] = None,
-    age: Annotated[Optional[float], typer.Option(help="years")] = None,
-    sex: Annotated[Optional[str], typer.Option(help="F or M")] = None,
-    crcl: Annotated[Optional[float], typer.Option(help="creatinine clearance, mL/min")] = None,
-    with_: Annotated[Optional[list[str]], typer.Option("--with", help="co-medication (repeatable)")] = None,
+    genotype: GenotypeOpt = None,
+    phenotype: PhenotypeOpt = None,
+    diplotype: DiplotypeOpt = None,
+    weight: WeightOpt = None,
+    height: HeightOpt = None,
+    age: AgeOpt = None,
+    sex: SexOpt = None,
+    crcl: CrclOpt = None,
+    with_: WithOpt = None,
     analyte: Annotated[Optional[str], typer.Option(help="measured analyte (default: the drug's main one)")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Bayesian (MAP + Laplace) individual parameters from measured levels; predicts the next trough."""
     from .twin.estimation import estimate as run_estimate, read_doses_csv, read_observations_csv
@@ -433,7 +446,7 @@ def exposure_ratio_cmd(
     analyte: Annotated[Optional[str], typer.Option(help="analyte (default: the drug's main one)")] = None,
     design: Annotated[str, typer.Option(help="single_dose or steady_state")] = "single_dose",
     with_: Annotated[Optional[list[str]], typer.Option("--with", help="co-medication of the test group")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Predicted typical-patient exposure of one genotype group relative to another."""
     from .pk.scenarios import exposure_ratio

@@ -308,20 +308,25 @@ class DrugModel:
             elif cov.kind == "female" and cov.factor is not None and patient.sex == "F":
                 params[cov.parameter] *= cov.factor.value
 
-    def sample(self, typical: dict[str, float], n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """``n`` parameter sets around ``typical``: log-normal between-subject variability."""
+    def omega(self, typical: dict[str, float]) -> tuple[tuple[str, ...], np.ndarray]:
+        """Parameters with between-subject variability and the covariance Ω of their log-deviations
+        (ω² = ln(1 + CV²), with the file's correlations)."""
         cv = self.drug.variability.cv
-        names = [name for name in cv if name in typical]
-        out = {name: np.full(n, value) for name, value in typical.items()}
-        if not names:
-            return out
-        omega = np.sqrt(np.log1p(np.array([cv[name].value for name in names]) ** 2))
+        names = tuple(name for name in cv if name in typical)
+        sd = np.sqrt(np.log1p(np.array([cv[name].value for name in names]) ** 2))
         corr = np.eye(len(names))
         for a, b, r in self.drug.variability.correlations:
             if a in names and b in names:
                 i, j = names.index(a), names.index(b)
                 corr[i, j] = corr[j, i] = r.value
-        cov = corr * np.outer(omega, omega)
+        return names, corr * np.outer(sd, sd)
+
+    def sample(self, typical: dict[str, float], n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """``n`` parameter sets around ``typical``: log-normal between-subject variability."""
+        names, cov = self.omega(typical)
+        out = {name: np.full(n, value) for name, value in typical.items()}
+        if not names:
+            return out
         eta = rng.multivariate_normal(np.zeros(len(names)), cov, size=n, method="cholesky")
         for k, name in enumerate(names):
             values = typical[name] * np.exp(eta[:, k])

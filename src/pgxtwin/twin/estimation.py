@@ -99,19 +99,12 @@ def population_prior(drug: str, patient: PatientFactors, analyte: str | None = N
         raise PgxInputError(f"{name}: unknown analyte {analyte!r} (known: {', '.join(model.analytes)})")
     individual = model.individualise(patient)
     typical = dict(individual.parameters)
-    cv = model.drug.variability.cv
-    names = tuple(n for n in cv if n in typical)
-    omega_sd = np.sqrt(np.log1p(np.array([cv[n].value for n in names]) ** 2))
-    corr = np.eye(len(names))
-    for a, b, r in model.drug.variability.correlations:
-        if a in names and b in names:
-            i, j = names.index(a), names.index(b)
-            corr[i, j] = corr[j, i] = r.value
+    names, omega = model.omega(typical)
     notes = list(individual.notes)
     if not names:
         notes.append(f"{name}: no between-subject variability in the drug file: nothing to individualise")
     return Prior(
-        name, model, model.analytes[analyte], analyte, typical, names, corr * np.outer(omega_sd, omega_sd),
+        name, model, model.analytes[analyte], analyte, typical, names, omega,
         residual.proportional.value if residual.proportional else 0.0,
         residual.additive.value if residual.additive else 0.0, tuple(notes),
     )
