@@ -20,12 +20,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from .cli_common import (
+    AgeOpt, CrclOpt, DiplotypeOpt, GenotypeOpt, HeightOpt, JsonOpt, PhenotypeOpt, SexOpt, WeightOpt, WithOpt,
+    known_drug, err_console, fail, out_console,
+)
 from .errors import PgxInputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="pgxtwin: pharmacogenomic digital twin.")
-err_console = Console(stderr=True)
-# tables stay readable when piped (Rich would otherwise wrap at 80 columns)
-out_console = Console() if sys.stdout.isatty() else Console(width=160)
 
 
 @app.callback()
@@ -41,11 +42,6 @@ class Assembly(str, Enum):
 class OutputFormat(str, Enum):
     table = "table"
     json = "json"
-
-
-def fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 def _call_one_file(args: tuple[str, str, Optional[str], list, Optional[list[str]]]) -> tuple[str, list[str], Optional[str]]:
@@ -205,19 +201,6 @@ def call(
         raise typer.Exit(1)
 
 
-# Options shared by the commands that describe a patient (simulate, evaluate, estimate).
-GenotypeOpt = Annotated[Optional[Path], typer.Option("--genotype", help="pgxtwin call JSON result")]
-PhenotypeOpt = Annotated[Optional[list[str]], typer.Option("--phenotype", help='GENE="Poor Metabolizer" (repeatable)')]
-DiplotypeOpt = Annotated[Optional[list[str]], typer.Option("--diplotype", help='GENE="*1/*3" (repeatable)')]
-WeightOpt = Annotated[Optional[float], typer.Option("--weight", help="kg")]
-HeightOpt = Annotated[Optional[float], typer.Option("--height", help="cm")]
-AgeOpt = Annotated[Optional[float], typer.Option("--age", help="years")]
-SexOpt = Annotated[Optional[str], typer.Option("--sex", help="F or M")]
-CrclOpt = Annotated[Optional[float], typer.Option("--crcl", help="creatinine clearance, mL/min")]
-WithOpt = Annotated[Optional[list[str]], typer.Option("--with", help="co-medication (repeatable)")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
-
-
 def _parse_assignments(values: list[str] | None, option: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in values or []:
@@ -267,15 +250,6 @@ def _patient(
     )
 
 
-def _known_drug(name: str) -> str:
-    from .knowledge.drugs import UnknownDrug, resolve_drug
-
-    try:
-        return resolve_drug(name)
-    except UnknownDrug as exc:
-        raise PgxInputError(str(exc)) from None
-
-
 @app.command()
 def simulate(
     drug: Annotated[str, typer.Argument(help="drug name (see pgxtwin drugs)")],
@@ -302,7 +276,7 @@ def simulate(
 
     from .pk.scenarios import parse_every, simulate_regimen
 
-    name = _known_drug(drug)
+    name = known_drug(drug)
     patient = _patient(genotype, phenotype, diplotype, weight, height, age, sex, crcl, with_)
     grid = None
     if times is not None:
@@ -410,7 +384,7 @@ def estimate(
     """Bayesian (MAP + Laplace) individual parameters from measured levels; predicts the next trough."""
     from .twin.estimation import estimate as run_estimate, read_doses_csv, read_observations_csv
 
-    name = _known_drug(drug)
+    name = known_drug(drug)
     patient = _patient(genotype, phenotype, diplotype, weight, height, age, sex, crcl, with_)
     dose_rows = read_doses_csv(doses)
     obs_rows = read_observations_csv(observations, dose_rows)
@@ -455,7 +429,7 @@ def exposure_ratio_cmd(
         fail(f"--metric {metric!r}: expected auc, cl, css, cmax or cmin")
     if design not in ("single_dose", "steady_state"):
         fail(f"--design {design!r}: expected single_dose or steady_state")
-    name = _known_drug(drug)
+    name = known_drug(drug)
     try:
         result = exposure_ratio(
             name, gene.upper(), test, reference, metric=metric, analyte=analyte, design=design,  # type: ignore[arg-type]
@@ -493,6 +467,15 @@ def drugs(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = 
     for row in rows:
         table.add_row(row["drug"], row["structure"], ", ".join(row["genes"]) or "-", "; ".join(row["sources"]))
     out_console.print(table)
+
+
+def _register_subcommands() -> None:
+    from .cli_twin import twin_app
+
+    app.add_typer(twin_app, name="twin")
+
+
+_register_subcommands()
 
 
 def main() -> None:

@@ -308,6 +308,16 @@ class EstimationResult:
             "n_observations": self.n_observations,
         }
 
+    def parameter_draws(self, n: int = 300, seed: int = 0) -> dict[str, np.ndarray]:
+        """``n`` individual parameter sets from the Laplace posterior (for dose selection)."""
+        rng = np.random.default_rng(seed)
+        eta = rng.multivariate_normal(self.eta, self.covariance, size=n, method="cholesky") if len(self.eta) else np.zeros((n, 0))
+        out = {name: np.full(n, value) for name, value in self._typical_next.items()}
+        for k, name in enumerate(self.parameter_names):
+            values = self._typical_next[name] * np.exp(eta[:, k])
+            out[name] = np.minimum(values, 1.0) if name in ("f", "fm") else values
+        return out
+
     def predict(
         self, times_h: Sequence[float], *, n_draws: int = 2000, seed: int = 0, history: DosingHistory | None = None
     ) -> dict[str, np.ndarray]:
