@@ -469,6 +469,18 @@ def drugs(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = 
     out_console.print(table)
 
 
+@app.command()
+def report(
+    patient_id: Annotated[str, typer.Argument(help="the twin's patient id")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="HTML file to write")],
+    plots: Annotated[Optional[Path], typer.Option(help="also export the plots as PNG files into this folder")] = None,
+) -> None:
+    """One self-contained HTML report of the twin: genotype, phenotypes, evaluations, plots."""
+    from .cli_twin import write_report
+
+    write_report(patient_id, output, plots)
+
+
 def _register_subcommands() -> None:
     from .cli_twin import twin_app
 

@@ -244,19 +244,47 @@ def _patient_now(patient_id: str):
     return _read(patient_id).patient_factors(_now())
 
 
-def _posterior_draws(state, drug: str, n: int = 300):
-    """Parameter draws from the individual posterior when levels of ``drug`` exist, else None."""
+def _individualise(state, drug: str):
+    """The Laplace posterior of ``drug`` from the twin's levels (None without levels or doses)."""
     from .twin.estimation import estimate
 
     levels = state.concentrations(drug)
     doses = state.doses_of(drug)
     if not levels or not doses:
-        return None, []
+        return None
     origin = doses[0].time
-    hours = lambda t: (t - origin).total_seconds() / 3600.0  # noqa: E731
-    obs = [(hours(o.time), o.lloq if o.blq else o.value, o.blq) for o in levels]
-    result = estimate(drug, state.patient_factors(_now()), [(hours(d.time), d.amount_mg) for d in doses], obs)
-    return result.parameter_draws(n), [f"individualised from {len(levels)} measured level(s)"]
+    obs = [(_hours(o.time, origin), o.lloq if o.blq else o.value, o.blq) for o in levels]
+    return estimate(drug, _factors(state, drug), [(_hours(d.time, origin), d.amount_mg) for d in doses], obs)
+
+
+def _hours(when: datetime, origin: datetime) -> float:
+    return (when - origin).total_seconds() / 3600.0
+
+
+def _factors(state, drug: str):
+    """Patient factors now, without the drug itself among its co-medications."""
+    patient = state.patient_factors(_now())
+    return replace(patient, comedications=tuple(c for c in patient.comedications if c != drug))
+
+
+def _evaluations(state, todo):
+    """(evaluation, notes, posterior) per (drug, dose text, interval) for this twin."""
+    from .twin.evaluate import evaluate_prescription
+
+    hla = {g: r.diplotypes[0] for g, r in state.genotype.genes.items() if g.startswith("HLA-") and r.diplotypes}
+    out = []
+    for name, dose_text, tau in todo:
+        posterior = _individualise(state, name)
+        notes = [] if posterior is None else [f"individualised from {posterior.n_observations} measured level(s)"]
+        draws = None if posterior is None else posterior.parameter_draws(300)
+        ev = evaluate_prescription(name, dose_text, tau, _factors(state, name), hla=hla, parameter_draws=draws)
+        out.append((ev, notes, posterior))
+    return out
+
+
+def _current_regimens(state) -> list[tuple[str, str, float]]:
+    return [(m.drug, f"{m.regimen[-1].dose_mg} mg", m.regimen[-1].interval_h) for m in state.current_medications
+            if m.regimen and m.regimen[-1].dose_mg and m.regimen[-1].interval_h]
 
 
 @twin_app.command("evaluate")
@@ -269,26 +297,17 @@ def evaluate_twin(
 ) -> None:
     """Evaluate the twin's medications (or a new prescription): one verdict each."""
     from .pk.scenarios import parse_every
-    from .twin.evaluate import evaluate_prescription
 
     state = _read(patient_id)
-    patient = state.patient_factors(_now())
-    hla = {g: r.diplotypes[0] for g, r in state.genotype.genes.items() if g.startswith("HLA-") and r.diplotypes}
     if drug is not None:
         if dose is None:
             fail("--dose is required with --drug")
-        todo = [(drug, dose, parse_every(every))]
+        todo = [(known_drug(drug), dose, parse_every(every))]
     else:
-        todo = [(m.drug, f"{m.regimen[-1].dose_mg} mg", m.regimen[-1].interval_h) for m in state.current_medications
-                if m.regimen and m.regimen[-1].dose_mg and m.regimen[-1].interval_h]
+        todo = _current_regimens(state)
         if not todo:
             fail(f"twin {patient_id} has no current medication with a regimen; give --drug and --dose")
-    results = []
-    for name, dose_text, tau in todo:
-        others = tuple(c for c in patient.comedications if c != name)
-        draws, notes = _posterior_draws(state, name)
-        ev = evaluate_prescription(name, dose_text, tau, replace(patient, comedications=others), hla=hla, parameter_draws=draws)
-        results.append((ev, notes))
+    results = [(ev, notes) for ev, notes, _ in _evaluations(state, todo)]
     if as_json:
         sys.stdout.write(json.dumps([ev.as_dict() | {"notes": notes} for ev, notes in results], default=float) + "\n")
         return
@@ -305,8 +324,10 @@ def recommend(patient_id: PatientArg, drug: Annotated[str, typer.Option(help="dr
 
     name = known_drug(drug)
     state = _read(patient_id)
-    draws, notes = _posterior_draws(state, name)
-    choice = choose_regimen(name, state.patient_factors(_now()), parameter_draws=draws)
+    posterior = _individualise(state, name)
+    notes = [] if posterior is None else [f"individualised from {posterior.n_observations} measured level(s)"]
+    draws = None if posterior is None else posterior.parameter_draws(300)
+    choice = choose_regimen(name, _factors(state, name), parameter_draws=draws)
     if as_json:
         sys.stdout.write(json.dumps(choice.as_dict() | {"notes": notes}, default=float) + "\n")
         return
@@ -315,3 +336,50 @@ def recommend(patient_id: PatientArg, drug: Annotated[str, typer.Option(help="dr
                       f" probability of target attainment {best.pta:.0%} ({choice.target.description})")
     for note in notes:
         out_console.print(f"  - {note}")
+
+
+def write_report(patient_id: str, output: Path, plots: Optional[Path]) -> None:
+    """The twin's self-contained HTML report (and PNG plots when ``plots`` is a folder)."""
+    import numpy as np
+
+    from .knowledge.version import knowledge_base_version
+    from .pk.scenarios import simulate_regimen
+    from .report.html import CurveData, curve_from_simulation, export_plot_png, write_twin_report
+
+    state = _read(patient_id)
+    results = _evaluations(state, _current_regimens(state))
+    curves = {}
+    for ev, _, posterior in results:
+        if ev.exposure is None:
+            continue
+        target = ev.exposure.target
+        doses = state.doses_of(ev.drug)
+        origin = doses[0].time if doses else _now()
+        dose_times = [_hours(d.time, origin) for d in doses]
+        levels = [c for c in state.concentrations(ev.drug) if (c.analyte or ev.drug) == target.analyte or c.analyte is None]
+        observed = ([_hours(c.time, origin) for c in levels if not c.blq], [c.value for c in levels if not c.blq])
+        if posterior is not None:
+            horizon = (dose_times[-1] if dose_times else 0.0) + 2 * ev.interval_h
+            grid = np.linspace(0.0, horizon, 400)
+            pred = posterior.predict(grid)
+            curves[ev.drug] = CurveData(
+                ev.drug, target.analyte, grid, pred["map"], pred["p05_without_residual_error"],
+                pred["p95_without_residual_error"], target.low, target.high, *observed, dose_times,
+                window_label=f"target ({target.metric})", source="individual posterior (Laplace)",
+            )
+        else:
+            days = max(2.0, (dose_times[-1] / 24.0 + 1.0) if dose_times else 7.0)
+            sim = simulate_regimen(ev.drug, _factors(state, ev.drug), dose=f"{ev.dose_mg} mg", every_h=ev.interval_h,
+                                   days=days, n=300)
+            curves[ev.drug] = curve_from_simulation(
+                sim, target.analyte, window=(target.low, target.high), window_label=f"target ({target.metric})",
+                observed_times=observed[0], observed_values=observed[1], dose_times=dose_times,
+                source="prior (population model for this patient)",
+            )
+    write_twin_report(output, state, evaluations=[ev for ev, _, _ in results], curves=curves,
+                      kb_version=knowledge_base_version())
+    if plots is not None:
+        plots.mkdir(parents=True, exist_ok=True)
+        for drug, curve in curves.items():
+            export_plot_png(curve, plots / f"{drug}.png")
+    out_console.print(f"report written to {output}")
