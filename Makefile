@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 DEMO_OUT := pgxtwin-data/demo
+DEMO_TWIN := PGXTWIN_DATABASE_URL=sqlite:///$(DEMO_OUT)/twin.db $(VENV)/bin/pgxtwin twin
 
 demo: $(STAMP)
 	$(VENV)/bin/pgxtwin call examples/demo_patient.vcf --outside-calls examples/demo_outside_calls.tsv --format table
@@ -26,6 +27,14 @@ demo: $(STAMP)
 	$(VENV)/bin/pgxtwin evaluate simvastatin --dose "40 mg" --every 24h --genotype $(DEMO_OUT)/call.json --weight 72 --age 64
 	$(VENV)/bin/pgxtwin evaluate warfarin --dose "5 mg" --every 24h --genotype $(DEMO_OUT)/call.json --weight 72 --age 64
 	$(VENV)/bin/pgxtwin simulate clopidogrel --dose "75 mg" --every 24h --days 14 --genotype $(DEMO_OUT)/call.json --n 500 --plot $(DEMO_OUT)/clopidogrel.png
+	# the twin: genotype + covariates -> medications and a measured level -> verdicts -> report
+	rm -f $(DEMO_OUT)/twin.db $(DEMO_OUT)/twin.db-wal $(DEMO_OUT)/twin.db-shm
+	$(DEMO_TWIN) create --patient-id demo-001 --call $(DEMO_OUT)/call.json --sex F --age 64 --weight 72 --height 165 --creatinine 0.9
+	$(DEMO_TWIN) medicate demo-001 --drug escitalopram --dose "10 mg" --every 24h --start 2026-11-20T08:00:00+00:00 --given 5
+	$(DEMO_TWIN) observe demo-001 --drug escitalopram --concentration 31 --unit ng/mL --hours-after-first-dose 95.5
+	$(DEMO_TWIN) evaluate demo-001
+	$(DEMO_TWIN) history demo-001
+	PGXTWIN_DATABASE_URL=sqlite:///$(DEMO_OUT)/twin.db $(VENV)/bin/pgxtwin report demo-001 -o $(DEMO_OUT)/report.html --plots $(DEMO_OUT)/plots
 
 test: $(STAMP)
 	$(PY) -m pytest -q

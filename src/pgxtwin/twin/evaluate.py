@@ -13,7 +13,7 @@ from ..knowledge.drugs import UnknownDrug, resolve_drug
 from ..knowledge.guidelines import Recommendation, guidelines_for, hla_risks, recommendation
 from ..pk.drug_model import PatientFactors, drug_model, gene_status
 from ..pk.scenarios import resolve_dose_mg
-from .regimen import RegimenChoice, Target, _steady_state_metric, choose_regimen, default_target
+from .regimen import RegimenChoice, Target, _steady_state_metric, attainment, choose_regimen, default_target
 
 Verdict = Literal["ok", "adjust_dose", "avoid", "insufficient_data"]
 UNKNOWN_PHENOTYPES = (None, "Indeterminate", "n/a")
@@ -137,7 +137,7 @@ def evaluate_prescription(
             reasons.extend(individual.notes)
         values, _, _ = _steady_state_metric(model, parameter_draws, dose_mg, interval_h, target.metric, target.analyte)
         q = np.quantile(values, [0.05, 0.5, 0.95])
-        pta = float(np.mean((values >= target.low) & (values <= target.high)))
+        pta = attainment(values, target)
         toxic = None
         if model.drug.toxicity_thresholds:
             threshold = model.drug.toxicity_thresholds[0]

@@ -154,6 +154,22 @@ def _steady_state_metric(
     return np.asarray(values), times, conc
 
 
+def attainment(values: np.ndarray, target: Target) -> float:
+    """Fraction of draws inside the target (bounds compared with a relative tolerance of 1e-9, so
+    an exposure exactly on a bound is inside)."""
+    low, high = target.low * (1 - 1e-9), target.high * (1 + 1e-9)
+    return float(np.mean((values >= low) & (values <= high)))
+
+
+def _log_distance(value: float, target: Target) -> float:
+    if value <= 0:
+        return float("inf")
+    if target.low <= value <= target.high:
+        return 0.0
+    bound = target.low if value < target.low else target.high
+    return abs(np.log(value) - np.log(bound)) if bound > 0 else float("inf")
+
+
 def candidate_regimens(model: DrugModel) -> list[tuple[float, float]]:
     """(dose mg, interval h) pairs from the library's strengths, within the labelled maxima."""
     dosing = model.drug.dosing
@@ -193,17 +209,22 @@ def choose_regimen(
     curves = {}
     for dose, tau in candidate_regimens(model):
         values, times, conc = _steady_state_metric(model, parameter_draws, dose, tau, target.metric, target.analyte)
-        pta = float(np.mean((values >= target.low) & (values <= target.high)))
+        pta = attainment(values, target)
         q = np.quantile(values, [0.05, 0.5, 0.95])
         outcomes.append(RegimenOutcome(dose, tau, pta, float(q[1]), float(q[0]), float(q[2])))
         curves[(dose, tau)] = (times, conc)
     if not outcomes:
         raise ValueError(f"{model.drug.name}: no candidate regimen within the labelled maxima")
     top = max(o.pta for o in outcomes)
-    best = min(
-        (o for o in outcomes if o.pta >= top - 0.01),
-        key=lambda o: (abs(o.dose_mg * 24.0 / o.interval_h - standard_daily), -o.interval_h),
-    )
+    if top > 0:
+        best = min(
+            (o for o in outcomes if o.pta >= top - 0.01),
+            key=lambda o: (abs(o.dose_mg * 24.0 / o.interval_h - standard_daily), -o.interval_h),
+        )
+    else:
+        # nothing reaches the target: the regimen whose median lands nearest to it (log scale), never
+        # "closest to the label dose", which could move a patient the wrong way
+        best = min(outcomes, key=lambda o: (_log_distance(o.metric_median, target), -o.interval_h))
     times, conc = curves[(best.dose_mg, best.interval_h)]
     q = np.quantile(conc, [0.05, 0.5, 0.95], axis=0)
     return RegimenChoice(best, target, tuple(outcomes), times, q[1], q[0], q[2])
