@@ -6,10 +6,10 @@ file/field and the reason, with a non-zero exit status; never a traceback.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from enum import Enum
 from pathlib import Path
@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from .atomic import atomic_write
 from .cli_common import (
     AgeOpt, CrclOpt, DiplotypeOpt, GenotypeOpt, HeightOpt, JsonOpt, PhenotypeOpt, SexOpt, WeightOpt, WithOpt,
     known_drug, err_console, fail, out_console,
@@ -130,17 +131,6 @@ def _render_table(result: dict, all_genes: bool) -> Table:
     return table
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 @app.command()
 def call(
     vcf: Annotated[list[Path], typer.Argument(help="VCF file(s), plain or bgzipped (index used when present)")],
@@ -192,11 +182,11 @@ def call(
         if output_format is OutputFormat.json:
             body = lines[0] + "\n" if len(lines) == 1 else "".join(line + "\n" for line in lines)
         else:
-            capture = Console(record=True, width=160, file=open(os.devnull, "w"))
+            capture = Console(record=True, width=160, file=io.StringIO())
             for text in lines:
                 capture.print(_render_table(json.loads(text), all_genes))
             body = capture.export_text()
-        _atomic_write(output, body)
+        atomic_write(output, body)
     if failures:
         raise typer.Exit(1)
 

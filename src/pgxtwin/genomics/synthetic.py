@@ -7,10 +7,10 @@ assay would report for those star alleles (GRCh38 or GRCh37, per the knowledge b
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ..atomic import atomic_write
 from ..knowledge.alleles import Allele, GeneDefinition, Position, gene_definition
 
 CONTIG_LENGTHS_GRCH38 = {
@@ -78,12 +78,5 @@ def write_vcf(
     header.append('##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">')
     header.append("#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\t" + "\t".join(samples))
     text = "\n".join(header + [prefix + line for line in body]) + "\n"
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a written VCF is an ordinary file
-    os.replace(tmp, target)
+    target = atomic_write(path, text)
     return target

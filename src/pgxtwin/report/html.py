@@ -19,7 +19,6 @@ import base64
 import io
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -28,6 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from ..atomic import atomic_write
 
 if TYPE_CHECKING:
     from ..genomics.result import GeneResult
@@ -198,26 +199,9 @@ def _plot_png(curve: CurveData) -> bytes:
     return buf.getvalue()
 
 
-def _atomic_write(path: str | os.PathLike[str], data: bytes) -> Path:
-    target = Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
-
-
 def export_plot_png(curve: CurveData, path: str | os.PathLike[str]) -> Path:
     """Write ``curve``'s concentration-time plot as a PNG file (atomically)."""
-    return _atomic_write(path, _plot_png(curve))
+    return atomic_write(path, _plot_png(curve))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -739,4 +723,4 @@ def write_twin_report(
     """Render and write the report atomically (temporary file in the same folder + ``os.replace``)."""
     text = render_twin_report(state, evaluations=evaluations, curves=curves, kb_version=kb_version,
                               generated_at=generated_at, as_of=as_of)
-    return _atomic_write(path, text.encode("utf-8"))
+    return atomic_write(path, text.encode("utf-8"))

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 
 import matplotlib
@@ -12,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ..atomic import atomic_write  # noqa: E402
 from ..pk.scenarios import Simulation  # noqa: E402
 
 
@@ -38,13 +38,10 @@ def concentration_plot(sim: Simulation, path: str | Path) -> Path:
     axes[-1, 0].set_xlabel("time (h)")
     fig.suptitle(f"{sim.drug} (n={sim.n})")
     fig.tight_layout()
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", suffix=".png")
-    os.close(fd)
+    buffer = io.BytesIO()
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, target)
+        fig.savefig(buffer, format="png", dpi=110)
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
+    target = atomic_write(path, buffer.getvalue())
     return target
