@@ -30,6 +30,10 @@ def test_twin_lifecycle_versions_and_evaluation(tmp_path):
 
     history = run(db, "history", "p-1")
     assert history.returncode == 0 and "escitalopram concentration 0.025 mg/L" in history.stdout
+    # a new level is a re-estimation: its posterior is an event of its own
+    assert "estimate for escitalopram" in history.stdout
+    env_run = run(db, "show", "p-1", "--json")
+    assert json.loads(env_run.stdout)["posteriors"]["escitalopram"]["n_observations"] == 1
 
     past = json.loads(run(db, "show", "p-1", "--version", "2", "--json").stdout)
     now = json.loads(run(db, "show", "p-1", "--json").stdout)

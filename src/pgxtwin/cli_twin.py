@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
+import numpy as np
 import typer
 from rich.table import Table
 
@@ -226,6 +227,34 @@ def observe(
         observation["lloq"] = lloq
     state = _write(patient_id, [{"type": "observation_recorded", "observation": observation}])
     out_console.print(f"level recorded: twin {patient_id} at version {state.version}")
+    _record_estimate(patient_id, state, name)
+
+
+def _record_estimate(patient_id: str, state, drug: str) -> None:
+    """Re-estimate the drug's individual posterior from all levels: an event and a new version."""
+    from .knowledge.drugs import library_digest
+
+    try:
+        posterior = _individualise(state, drug)
+    except PgxInputError as exc:
+        out_console.print(f"[yellow]not individualised:[/] {exc}", highlight=False)
+        return
+    if posterior is None or not posterior.parameter_names:
+        return
+    cov = (np.asarray(posterior.covariance) + np.asarray(posterior.covariance).T) / 2.0
+    event = {
+        "type": "estimate_recorded",
+        "posterior": {
+            "drug": drug, "parameters": list(posterior.parameter_names), "mode": [float(v) for v in posterior.eta],
+            "covariance": cov.tolist(), "library_digest": library_digest(), "estimated_at": _now().isoformat(),
+            "based_on_version": state.version, "method": "MAP + Laplace (pgxtwin.twin.estimation)",
+            "n_observations": posterior.n_observations,
+        },
+    }
+    state = _write(patient_id, [event])
+    cl = posterior.parameters.get("cl") or next(iter(posterior.parameters.values()))
+    out_console.print(f"re-estimated from {posterior.n_observations} level(s): twin {patient_id} at version {state.version}"
+                      f" (estimate {cl.estimate:.4g}, 90% interval {cl.p05:.4g}-{cl.p95:.4g})")
 
 
 def _read(patient_id: str):
