@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -26,6 +25,10 @@ from .cli_common import (
     known_drug, err_console, fail, out_console,
 )
 from .errors import PgxInputError
+
+if TYPE_CHECKING:
+    from .genomics.result import CallResult
+    from .pk.drug_model import PatientFactors
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="pgxtwin: pharmacogenomic digital twin.")
 
@@ -201,33 +204,27 @@ def _parse_assignments(values: list[str] | None, option: str) -> dict[str, str]:
     return out
 
 
-def _genes_from_call(path: Path) -> dict[str, "GeneInput"]:
-    """Phenotypes of a ``pgxtwin call --format json`` result (first sample)."""
-    from .pk.drug_model import GeneInput
+def _load_call(path: Optional[Path]) -> CallResult | None:
+    from .genomics.result import read_call_result
 
-    try:
-        text = path.read_text(encoding="utf-8").splitlines()[0]
-        data = json.loads(text)
-        genes = data["genes"]
-    except (OSError, IndexError, ValueError, KeyError, TypeError) as exc:
-        raise PgxInputError(f"not a pgxtwin call result ({exc.__class__.__name__}: {exc})", source=str(path)) from None
-    out = {}
-    for gene, res in genes.items():
-        diplotype = res["diplotypes"][0] if res.get("status") in ("called", "outside_call") and res.get("diplotypes") else None
-        if res.get("phenotype") in (None, "Indeterminate", "n/a") and res.get("activity_score") is None and diplotype is None:
-            continue
-        out[gene] = GeneInput(phenotype=res.get("phenotype"), activity_score=res.get("activity_score"), diplotype=diplotype)
-    return out
+    return None if path is None else read_call_result(path)
+
+
+def _hla(call: CallResult | None) -> dict[str, str]:
+    """Typed HLA diplotypes (outside calls) of a call result."""
+    if call is None:
+        return {}
+    return {g: r.diplotypes[0] for g, r in call.genes.items() if g.startswith("HLA-") and r.diplotypes}
 
 
 def _patient(
-    genotype: Optional[Path], phenotype: Optional[list[str]], diplotype: Optional[list[str]],
+    call: CallResult | None, phenotype: Optional[list[str]], diplotype: Optional[list[str]],
     weight: Optional[float], height: Optional[float], age: Optional[float], sex: Optional[str],
     crcl: Optional[float], with_: Optional[list[str]],
-) -> "PatientFactors":
-    from .pk.drug_model import GeneInput, PatientFactors
+) -> PatientFactors:
+    from .pk.drug_model import GeneInput, PatientFactors, gene_inputs
 
-    genes = _genes_from_call(genotype) if genotype is not None else {}
+    genes = gene_inputs(call.genes) if call is not None else {}
     for gene, text in _parse_assignments(phenotype, "--phenotype").items():
         genes[gene] = GeneInput.from_text(gene, text)
     for gene, text in _parse_assignments(diplotype, "--diplotype").items():
@@ -267,7 +264,7 @@ def simulate(
     from .pk.scenarios import parse_every, simulate_regimen
 
     name = known_drug(drug)
-    patient = _patient(genotype, phenotype, diplotype, weight, height, age, sex, crcl, with_)
+    patient = _patient(_load_call(genotype), phenotype, diplotype, weight, height, age, sex, crcl, with_)
     grid = None
     if times is not None:
         try:
@@ -304,13 +301,6 @@ def simulate(
         out_console.print(f"plot written to {plot}")
 
 
-def _hla_from_call(path: Optional[Path]) -> dict[str, str]:
-    if path is None:
-        return {}
-    data = json.loads(path.read_text(encoding="utf-8").splitlines()[0])
-    return {g: r["diplotypes"][0] for g, r in data["genes"].items() if g.startswith("HLA-") and r.get("diplotypes")}
-
-
 @app.command()
 def evaluate(
     drug: Annotated[str, typer.Argument(help="drug name")],
@@ -332,9 +322,10 @@ def evaluate(
     from .pk.scenarios import parse_every
     from .twin.evaluate import evaluate_prescription
 
-    patient = _patient(genotype, phenotype, diplotype, weight, height, age, sex, crcl, with_)
+    call = _load_call(genotype)
+    patient = _patient(call, phenotype, diplotype, weight, height, age, sex, crcl, with_)
     try:
-        result = evaluate_prescription(drug, dose, parse_every(every), patient, hla=_hla_from_call(genotype))
+        result = evaluate_prescription(drug, dose, parse_every(every), patient, hla=_hla(call))
     except UnknownDrug as exc:
         raise PgxInputError(str(exc)) from None
     except ValueError as exc:
@@ -375,7 +366,7 @@ def estimate(
     from .twin.estimation import estimate as run_estimate, read_doses_csv, read_observations_csv
 
     name = known_drug(drug)
-    patient = _patient(genotype, phenotype, diplotype, weight, height, age, sex, crcl, with_)
+    patient = _patient(_load_call(genotype), phenotype, diplotype, weight, height, age, sex, crcl, with_)
     dose_rows = read_doses_csv(doses)
     obs_rows = read_observations_csv(observations, dose_rows)
     try:

@@ -81,7 +81,7 @@ def create(
     """Create the twin of a patient, optionally with genotype and covariates."""
     from .genomics.caller import call_vcf
     from .genomics.outside_calls import outside_gene_result, read_outside_calls
-    from .genomics.result import CallResult
+    from .genomics.result import read_call_result
 
     if vcf is not None and call is not None:
         fail("give --vcf or --call, not both")
@@ -99,10 +99,7 @@ def create(
     if vcf is not None:
         result = next(call_vcf(vcf, assembly=assembly, sample=sample, outside_calls=outside))
     elif call is not None:
-        try:
-            result = CallResult.model_validate_json(call.read_text(encoding="utf-8").splitlines()[0])
-        except (OSError, IndexError, ValueError) as exc:
-            raise PgxInputError(f"not a pgxtwin call result ({exc.__class__.__name__})", source=str(call)) from None
+        result = read_call_result(call)
     if result is not None:
         extra = {c.gene: outside_gene_result(c, assembly).model_dump(mode="json") for c in outside} if call is not None else {}
         events.append({"type": "genotype_set", "call_result": result.model_dump(mode="json"), "outside_calls": extra,

@@ -57,3 +57,25 @@ def test_regimen_choice_prefers_higher_target_attainment():
     assert choice.best.pta == pytest.approx(max(c.pta for c in choice.candidates), abs=0.011)
     assert (choice.best.dose_mg, choice.best.interval_h) in candidate_regimens(drug_model("escitalopram"))
     assert choice.p05.shape == choice.median.shape == choice.times_h.shape
+
+
+def test_call_results_reach_the_pk_layer_by_one_rule():
+    from pgxtwin.genomics.result import GeneResult
+    from pgxtwin.pk.drug_model import gene_inputs
+
+    def result(status, diplotypes, phenotype, score=None):
+        return GeneResult(status=status, diplotypes=diplotypes, phenotype=phenotype, activity_score=score,
+                          alleles=[], missing_positions=[], unexpected_variants=[], notes=[])
+
+    inputs = gene_inputs({
+        # called: the top-ranked diplotype is the call, lower-ranked alternatives are only listed
+        "TPMT": result("called", ["*1/*3A", "*3B/*3C"], "Intermediate Metabolizer"),
+        # partial: the shared phenotype only, no diplotype
+        "CYP2C9": result("partial", ["*1/*1", "*1/*3"], "Indeterminate"),
+        # no star-allele call, but CPIC's rs4149056 fallback phenotype
+        "SLCO1B1": result("no_call", ["rs4149056T/rs4149056C"], "Decreased Function"),
+        "DPYD": result("no_call", [], "Indeterminate"),
+    })
+    assert inputs["TPMT"].diplotype == "*1/*3A"
+    assert "CYP2C9" not in inputs and "DPYD" not in inputs
+    assert inputs["SLCO1B1"].phenotype == "Decreased Function" and inputs["SLCO1B1"].diplotype is None

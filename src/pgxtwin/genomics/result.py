@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
+
+from ..errors import PgxInputError
 
 Status = Literal["called", "ambiguous", "partial", "no_call", "outside_call"]
 
@@ -43,3 +46,12 @@ class CallResult(BaseModel):
     assembly: str
     knowledge_base: KnowledgeBaseVersion
     genes: dict[str, GeneResult]
+
+
+def read_call_result(path: str | Path) -> CallResult:
+    """The first result of a ``pgxtwin call --format json`` file (JSON Lines: one per sample)."""
+    try:
+        first = Path(path).read_text(encoding="utf-8").splitlines()[0]
+        return CallResult.model_validate_json(first)
+    except (OSError, UnicodeDecodeError, IndexError, ValidationError) as exc:
+        raise PgxInputError(f"not a pgxtwin call result ({exc.__class__.__name__})", source=str(path)) from None

@@ -32,6 +32,7 @@ _CONTIG_LENGTHS = {
 # problems surface as exceptions and are reported as one-line errors.
 set_htslib_log_level(0)  # HTS_LOG_OFF
 _CONTIG_LINE = re.compile(r"^##contig=<ID=([^,>]+),.*?length=(\d+)", re.MULTILINE)
+_GZIP_MAGIC = b"\x1f\x8b"
 _BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
 
 
@@ -52,11 +53,15 @@ class LocusRecord:
         return self.ref if index == 0 else self.alts[index - 1]
 
 
-def _check_gzip(path: Path) -> None:
+def _is_gzip(path: Path) -> bool:
     with open(path, "rb") as handle:
-        magic = handle.read(2)
-        if magic != b"\x1f\x8b":
-            return
+        return handle.read(2) == _GZIP_MAGIC
+
+
+def _check_gzip(path: Path) -> None:
+    if not _is_gzip(path):
+        return
+    with open(path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
         handle.seek(max(0, size - len(_BGZF_EOF)))
         tail = handle.read()
@@ -76,7 +81,7 @@ def _check_gzip(path: Path) -> None:
 
 
 def _check_text_vcf(path: Path) -> None:
-    opener = gzip.open if path.read_bytes()[:2] == b"\x1f\x8b" else open
+    opener = gzip.open if _is_gzip(path) else open
     try:
         with opener(path, "rt", encoding="utf-8", errors="replace") as handle:  # type: ignore[operator]
             first = handle.readline()
@@ -88,7 +93,7 @@ def _check_text_vcf(path: Path) -> None:
 
 def _line_after(path: Path, last: str) -> int | None:
     """1-based line number of the record following ``last`` ("chrom:pos"), for error messages."""
-    opener = gzip.open if path.read_bytes()[:2] == b"\x1f\x8b" else open
+    opener = gzip.open if _is_gzip(path) else open
     target = None if ":" not in last else tuple(last.rsplit(":", 1))
     seen_header = seen_last = False
     try:

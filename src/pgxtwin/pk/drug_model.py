@@ -8,12 +8,14 @@ values of a normal-metabolizer reference patient.  Units: mg, L, h, mg/L.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
 import numpy as np
 
 from ..errors import PgxInputError
+from ..genomics.result import GeneResult
 from ..knowledge.drugs import Drug, enzyme_activity, load_drug, perpetrators, resolve_drug
 from ..knowledge.drugs.schema import GenotypeEffect
 from ..knowledge.phenotypes import phenotype_from_score, phenotype_names, phenotype_of
@@ -27,6 +29,7 @@ _UNITS: dict[str, tuple[str, float]] = {
 _PER_KG = {"L/h/kg", "L/kg"}
 REFERENCE_WEIGHT_KG = 70.0
 NORMAL_PHENOTYPES = ("Normal Metabolizer", "Normal Function")
+UNKNOWN_PHENOTYPES = (None, "Indeterminate", "n/a")
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,19 @@ class GeneInput:
     phenotype: str | None = None
     activity_score: float | None = None
     diplotype: str | None = None
+
+    @classmethod
+    def from_gene_result(cls, result: GeneResult) -> "GeneInput | None":
+        """What a call result tells the PK layer (None when it tells nothing).
+
+        The diplotype is the call's when the gene is called (its first, top-ranked diplotype);
+        ambiguous or partial calls give only their shared phenotype.  A no-call may still carry a
+        phenotype (SLCO1B1 from rs4149056).
+        """
+        diplotype = result.diplotypes[0] if result.status in ("called", "outside_call") and result.diplotypes else None
+        if result.phenotype in UNKNOWN_PHENOTYPES and result.activity_score is None and diplotype is None:
+            return None
+        return cls(phenotype=result.phenotype, activity_score=result.activity_score, diplotype=diplotype)
 
     @classmethod
     def from_text(cls, gene: str, text: str) -> "GeneInput":
@@ -53,6 +69,12 @@ class GeneInput:
             if name.lower() == text.lower():
                 return cls(phenotype=name)
         raise PgxInputError(f"{gene}: unknown phenotype {text!r} (known: {', '.join(known)})")
+
+
+def gene_inputs(results: Mapping[str, GeneResult]) -> dict[str, GeneInput]:
+    """Per gene, what a genotype result tells the PK layer (genes that tell nothing left out)."""
+    inputs = {gene: GeneInput.from_gene_result(result) for gene, result in results.items()}
+    return {gene: given for gene, given in inputs.items() if given is not None}
 
 
 @dataclass(frozen=True)

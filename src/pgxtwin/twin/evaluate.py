@@ -11,12 +11,11 @@ import numpy as np
 
 from ..knowledge.drugs import UnknownDrug, resolve_drug
 from ..knowledge.guidelines import Recommendation, guidelines_for, hla_risks, recommendation
-from ..pk.drug_model import PatientFactors, drug_model, gene_status
+from ..pk.drug_model import UNKNOWN_PHENOTYPES, PatientFactors, drug_model, gene_status
 from ..pk.scenarios import resolve_dose_mg
 from .regimen import RegimenChoice, Target, _steady_state_metric, attainment, choose_regimen, default_target
 
 Verdict = Literal["ok", "adjust_dose", "avoid", "insufficient_data"]
-UNKNOWN_PHENOTYPES = (None, "Indeterminate", "n/a")
 # A prescribed regimen whose probability of target attainment is this much below the best
 # candidate's is worth changing (absolute difference in probability).
 PTA_GAIN_FOR_ADJUSTMENT = 0.20

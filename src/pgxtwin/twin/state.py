@@ -786,16 +786,10 @@ class TwinState(_Model):
 
     # --- genotype
     def gene_inputs(self) -> dict[str, GeneInput]:
-        """What the PK layer needs per gene (diplotype only when it is unique)."""
-        from ..pk.drug_model import GeneInput
+        """What the PK layer needs per gene (see :meth:`GeneInput.from_gene_result`)."""
+        from ..pk.drug_model import gene_inputs
 
-        out = {}
-        for gene, result in self.genotype.genes.items():
-            if result.status == "no_call":
-                continue
-            diplotype = result.diplotypes[0] if len(result.diplotypes) == 1 else None
-            out[gene] = GeneInput(phenotype=result.phenotype, activity_score=result.activity_score, diplotype=diplotype)
-        return out
+        return gene_inputs(self.genotype.genes)
 
     # --- medications
     @property
