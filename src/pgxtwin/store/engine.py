@@ -12,6 +12,8 @@ also serialises concurrent openers (SQLite ``BEGIN IMMEDIATE``; PostgreSQL advis
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 from pathlib import Path
 
 from alembic import command
@@ -65,10 +67,10 @@ def _sqlite_events(engine: Engine, busy_timeout_s: float) -> None:
         # pysqlite's own transaction handling begins lazily (reads outside it); we issue BEGIN ourselves
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+        _switch_to_wal(cursor, busy_timeout_s)
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -76,6 +78,26 @@ def _sqlite_events(engine: Engine, busy_timeout_s: float) -> None:
         # a writer takes the write lock at BEGIN: a second writer waits (busy timeout) instead of
         # failing later on a stale snapshot, and sees the first one's commit when it gets the lock
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE) else "BEGIN")
+
+
+def _switch_to_wal(cursor, busy_timeout_s: float) -> None:  # noqa: ANN001
+    """``PRAGMA journal_mode=WAL``, retried while another connection holds the file.
+
+    Switching a fresh file to WAL needs an exclusive lock, and SQLite answers "database is locked"
+    at once, without its busy handler, when two connections opening the same new file each hold a
+    shared lock (it would otherwise deadlock).  WAL is then set by whichever wins; the other retries.
+    """
+    deadline = time.monotonic() + busy_timeout_s
+    delay = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
 
 def _alembic_config(connection) -> Config:  # noqa: ANN001
