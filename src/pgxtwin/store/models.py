@@ -104,3 +104,72 @@ class AuditEntry(Base):
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     __table_args__ = (Index("ix_audit_log_patient_at", "patient_id", "at"),)
+
+
+class IdempotentResponse(Base):
+    """The first response to a write sent with an ``Idempotency-Key``, replayed to its retries."""
+
+    __tablename__ = "idempotent_responses"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    client: Mapped[str] = mapped_column(String(200), nullable=False)
+    key: Mapped[str] = mapped_column(String(200), nullable=False)
+    request_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    status_code: Mapped[int] = mapped_column(Integer, nullable=False)
+    body: Mapped[Any] = mapped_column(Payload, nullable=True)
+    headers: Mapped[dict[str, Any]] = mapped_column(Payload, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+
+    __table_args__ = (UniqueConstraint("client", "key", name="uq_idempotent_client_key"),)
+
+
+class Job(Base):
+    """A background job (e.g. calling an uploaded VCF) and its outcome."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64), nullable=False)
+    patient_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    actor: Mapped[str] = mapped_column(String(200), nullable=False)
+    result: Mapped[Any] = mapped_column(Payload, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    __table_args__ = (CheckConstraint("status IN ('queued', 'running', 'succeeded', 'failed')", name="ck_jobs_status"),)
+
+
+class CdsFeedback(Base):
+    """CDS Hooks feedback: whether a card (of a rule) was accepted or overridden, and why."""
+
+    __tablename__ = "cds_feedback"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    service_id: Mapped[str] = mapped_column(String(100), nullable=False)
+    card_uuid: Mapped[str] = mapped_column(String(100), nullable=False)
+    outcome: Mapped[str] = mapped_column(String(16), nullable=False)
+    outcome_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    rule: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    accepted_suggestions: Mapped[Any] = mapped_column(Payload, nullable=True)
+    override_reason: Mapped[Any] = mapped_column(Payload, nullable=True)
+    client: Mapped[str] = mapped_column(String(200), nullable=False)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+
+    __table_args__ = (
+        UniqueConstraint("service_id", "card_uuid", "outcome", "outcome_at", name="uq_cds_feedback_once"),
+        CheckConstraint("outcome IN ('accepted', 'overridden')", name="ck_cds_feedback_outcome"),
+    )
+
+
+class CdsCard(Base):
+    """Which rule produced each card we returned, so feedback (which names only the card) maps to a rule."""
+
+    __tablename__ = "cds_cards"
+
+    card_uuid: Mapped[str] = mapped_column(String(100), primary_key=True)
+    service_id: Mapped[str] = mapped_column(String(100), nullable=False)
+    rule: Mapped[str] = mapped_column(String(200), nullable=False)
+    patient_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)

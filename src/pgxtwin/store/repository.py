@@ -136,6 +136,14 @@ class TwinStore:
             self._audit(conn, actor=actor, entry_point=entry_point, patient_id=patient_id, action=action,
                         version=version, outcome=outcome, detail=str(error))
 
+    def audit(self, patient_id: str | None, action: str, *, actor: str | None = None, entry_point: str | None = None,
+              outcome: str = "ok", version: int | None = None, detail: str | None = None) -> None:
+        """Record an access made outside this class (e.g. an API evaluation or export of a twin)."""
+        actor, entry_point = self._who(actor, entry_point)
+        with self._write() as conn:
+            self._audit(conn, actor=actor, entry_point=entry_point, patient_id=patient_id, action=action,
+                        version=version, outcome=outcome, detail=detail)
+
     # --- writes
     def create_twin(self, patient_id: str, *, actor: str | None = None, entry_point: str | None = None) -> TwinState:
         """A new, empty twin (version 0) for the EHR/FHIR Patient id ``patient_id``."""
