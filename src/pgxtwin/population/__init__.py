@@ -1,0 +1,1 @@
+"""Virtual populations (``generator``, ``covariates``), virtual trials and their execution."""

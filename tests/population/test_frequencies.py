@@ -1,0 +1,140 @@
+"""The shipped allele-frequency file: provenance, consistency with the knowledge base, CPIC's
+reference-allele rule, and the validator's refusals."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import yaml
+from importlib import resources
+
+from pgxtwin.knowledge.alleles import gene_definition
+from pgxtwin.knowledge.frequencies import (
+    FREQUENCY_RESOURCE,
+    FrequencyDataError,
+    FrequencyFile,
+    _check_gene,
+    allele_frequencies,
+    cpic_group_name,
+    frequency_data,
+    frequency_genes,
+    groups,
+    groups_with_data,
+    missing_reason,
+)
+
+CPIC_GROUPS = (
+    "European",
+    "East Asian",
+    "Sub-Saharan African",
+    "African American/Afro-Caribbean",
+    "Latino",
+    "Central/South Asian",
+    "Near Eastern",
+    "Oceanian",
+    "American",
+)
+
+
+def _raw() -> dict:
+    text = resources.files("pgxtwin.knowledge.data").joinpath(FREQUENCY_RESOURCE).read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+def test_groups_are_the_nine_cpic_groups_in_snake_case():
+    assert tuple(cpic_group_name(g) for g in groups()) == CPIC_GROUPS
+    for group in groups():
+        assert group == group.lower() and " " not in group and "/" not in group
+
+
+def test_every_gene_names_a_source_with_a_version():
+    data = frequency_data()
+    for gene, entry in data.genes.items():
+        cited = [entry.source, *entry.allele_sources.values()]
+        for source in cited:
+            assert data.sources[source].version, (gene, source)
+        # the CPIC database is the primary source of every gene
+        assert "CPIC" in data.sources[entry.source].title
+
+
+@pytest.mark.parametrize("gene", ["CYP2C19", "CYP2C9", "CYP3A5", "DPYD", "NUDT15", "SLCO1B1", "TPMT"])
+def test_completed_frequencies_sum_to_one_and_use_knowledge_base_alleles(gene):
+    known = {a.name for a in gene_definition(gene).alleles}
+    for group in groups_with_data(gene):
+        freqs = allele_frequencies(gene, group)
+        assert math.isclose(sum(freqs.frequencies), 1.0, abs_tol=1e-12)
+        assert all(f > 0 for f in freqs.frequencies)
+        assert set(freqs.alleles) <= known
+        assert freqs.citation
+
+
+def test_cyp2c19_listed_frequencies_sum_to_one_as_published():
+    # CPIC publishes *1 itself as 1 - the sum of the others: a transcription error would show
+    raw = _raw()["genes"]["CYP2C19"]["groups"]
+    assert set(raw) == set(groups())
+    for group, alleles in raw.items():
+        assert abs(sum(alleles.values()) - 1.0) < 1e-6, group
+
+
+def test_remainder_rule_gives_the_reference_allele_one_minus_the_others():
+    raw = _raw()["genes"]["CYP2C9"]["groups"]["european"]
+    freqs = allele_frequencies("CYP2C9", "european")
+    by_allele = dict(zip(freqs.alleles, freqs.frequencies))
+    assert by_allele["*1"] == pytest.approx(1.0 - sum(raw.values()), abs=1e-12)
+    assert by_allele["*2"] == pytest.approx(raw["*2"], rel=1e-12)
+
+
+def test_alleles_are_in_knowledge_base_order():
+    freqs = allele_frequencies("CYP2C19", "east_asian")
+    order = gene_definition("CYP2C19").allele_order
+    assert list(freqs.alleles) == sorted(freqs.alleles, key=order.__getitem__)
+
+
+def test_excluded_groups_have_reasons_and_no_numbers():
+    assert groups_with_data("CYP3A5") == ("european", "east_asian", "latino")
+    assert "*7" in missing_reason("CYP3A5", "sub_saharan_african")
+    assert groups_with_data("CYP2D6") == ()
+    assert "no sourced" in missing_reason("CYP2D6", "european")
+    with pytest.raises(KeyError):
+        allele_frequencies("CYP3A5", "sub_saharan_african")
+
+
+def test_well_known_frequencies_are_where_cpic_puts_them():
+    # CYP2C19*2 is several times commoner in Oceanian than in European chromosomes, CYP2C9*8
+    # is an African-ancestry allele, CYP3A5*3 is the common allele in Europeans
+    def f(gene, group, allele):
+        fr = allele_frequencies(gene, group)
+        return dict(zip(fr.alleles, fr.frequencies)).get(allele, 0.0)
+
+    assert f("CYP2C19", "oceanian", "*2") > 4 * f("CYP2C19", "european", "*2")
+    assert f("CYP2C9", "sub_saharan_african", "*8") > 10 * f("CYP2C9", "european", "*8")
+    assert f("CYP3A5", "european", "*3") > 0.9
+    assert frequency_genes() == ("CYP2C19", "CYP2C9", "CYP3A5", "DPYD", "NUDT15", "SLCO1B1", "TPMT")
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda g: g["groups"]["european"].update({"*999": 0.01}), "not in the knowledge base"),
+        (lambda g: g["groups"]["european"].update({"*2": 0.5}), "sum to"),
+        (lambda g: g["groups"].update({"martian": {"*1": 1.0}}), "unknown group"),
+        (lambda g: g.update({"source": "nowhere"}), "unknown source"),
+        (lambda g: g["groups"]["european"].update({"*3": -0.1}), "not in (0, 1]"),
+    ],
+)
+def test_validator_refuses_inconsistent_data(mutate, message):
+    raw = copy.deepcopy(_raw())
+    mutate(raw["genes"]["CYP2C19"])
+    data = FrequencyFile.model_validate(raw)
+    with pytest.raises(FrequencyDataError, match=message.replace("(", r"\(").replace(")", r"\)").replace("]", r"\]")):
+        _check_gene("CYP2C19", data.genes["CYP2C19"], data)
+
+
+def test_remainder_genes_may_not_list_their_reference_allele():
+    raw = copy.deepcopy(_raw())
+    raw["genes"]["CYP2C9"]["groups"]["european"]["*1"] = 0.7
+    data = FrequencyFile.model_validate(raw)
+    with pytest.raises(FrequencyDataError, match="sum to"):
+        _check_gene("CYP2C9", data.genes["CYP2C9"], data)
