@@ -463,9 +463,16 @@ def report(
 
 
 def _register_subcommands() -> None:
+    from .cli_import import export, import_bundle
+    from .cli_population import population
+    from .cli_serve import serve
     from .cli_twin import twin_app
 
     app.add_typer(twin_app, name="twin")
+    app.command()(population)
+    app.command()(serve)
+    app.command("import")(import_bundle)
+    app.command()(export)
 
 
 _register_subcommands()

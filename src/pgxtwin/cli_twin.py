@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-import numpy as np
 import typer
 from rich.table import Table
 
 from .cli_common import AgeOpt, HeightOpt, JsonOpt, SexOpt, WeightOpt, known_drug, fail, out_console
 from .errors import PgxInputError
+from .twin import workflow
 
 twin_app = typer.Typer(no_args_is_help=True, help="The patient twin: versioned state in the store.")
 PatientArg = Annotated[str, typer.Argument(help="the patient's id in the EHR (FHIR Patient id)")]
@@ -28,13 +27,9 @@ def _store():
     return TwinStore(entry_point="cli")
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(microsecond=0)
-
-
 def _when(text: Optional[str], option: str) -> datetime:
     if text is None:
-        return _now()
+        return workflow.now()
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
@@ -46,15 +41,11 @@ def _write(patient_id: str, events: list[dict[str, Any]], *, create: bool = Fals
     """Validate every event against the twin in memory, then append them (nothing half-written
     on a user's mistake; a concurrent writer is refused by the version check)."""
     from .store.errors import StoreError
-    from .twin.state import apply, parse_event
 
     store = _store()
     try:
         state = store.create_twin(patient_id) if create else store.state_at(patient_id)
-        parsed = [parse_event(e) for e in events]
-        check = state
-        for event in parsed:
-            check = apply(check, event)
+        parsed = workflow.validate_events(state, events)
         for event in parsed:
             state = store.append(patient_id, event, state.version)
         return state
@@ -85,7 +76,7 @@ def create(
 
     if vcf is not None and call is not None:
         fail("give --vcf or --call, not both")
-    now = _now()
+    now = workflow.now()
     events: list[dict[str, Any]] = []
     if sex is not None or age is not None:
         demo: dict[str, Any] = {"type": "demographics_set"}
@@ -127,7 +118,7 @@ def show(patient_id: PatientArg, version: Annotated[Optional[int], typer.Option(
     if as_json:
         sys.stdout.write(state.model_dump_json() + "\n")
         return
-    snap = state.covariates_at(_now())
+    snap = state.covariates_at(workflow.now())
     out_console.print(f"[bold]twin {state.patient_id}[/] version {state.version}: sex {snap.sex or '?'}, age"
                       f" {'?' if snap.age_years is None else f'{snap.age_years:.0f}'}, weight {snap.weight_kg or '?'} kg,"
                       f" CrCL {'?' if snap.crcl_ml_min is None else f'{snap.crcl_ml_min:.0f} mL/min'}")
@@ -229,25 +220,13 @@ def observe(
 
 def _record_estimate(patient_id: str, state, drug: str) -> None:
     """Re-estimate the drug's individual posterior from all levels: an event and a new version."""
-    from .knowledge.drugs import library_digest
-
     try:
-        posterior = _individualise(state, drug)
+        event, posterior = workflow.estimate_event(state, drug)
     except PgxInputError as exc:
         out_console.print(f"[yellow]not individualised:[/] {exc}", highlight=False)
         return
-    if posterior is None or not posterior.parameter_names:
+    if event is None:
         return
-    cov = (np.asarray(posterior.covariance) + np.asarray(posterior.covariance).T) / 2.0
-    event = {
-        "type": "estimate_recorded",
-        "posterior": {
-            "drug": drug, "parameters": list(posterior.parameter_names), "mode": [float(v) for v in posterior.eta],
-            "covariance": cov.tolist(), "library_digest": library_digest(), "estimated_at": _now().isoformat(),
-            "based_on_version": state.version, "method": "MAP + Laplace (pgxtwin.twin.estimation)",
-            "n_observations": posterior.n_observations,
-        },
-    }
     state = _write(patient_id, [event])
     cl = posterior.parameters.get("cl") or next(iter(posterior.parameters.values()))
     out_console.print(f"re-estimated from {posterior.n_observations} level(s): twin {patient_id} at version {state.version}"
@@ -267,50 +246,7 @@ def _read(patient_id: str):
 
 
 def _patient_now(patient_id: str):
-    return _read(patient_id).patient_factors(_now())
-
-
-def _individualise(state, drug: str):
-    """The Laplace posterior of ``drug`` from the twin's levels (None without levels or doses)."""
-    from .twin.estimation import estimate
-
-    levels = state.concentrations(drug)
-    doses = state.doses_of(drug)
-    if not levels or not doses:
-        return None
-    origin = doses[0].time
-    obs = [(_hours(o.time, origin), o.lloq if o.blq else o.value, o.blq) for o in levels]
-    return estimate(drug, _factors(state, drug), [(_hours(d.time, origin), d.amount_mg) for d in doses], obs)
-
-
-def _hours(when: datetime, origin: datetime) -> float:
-    return (when - origin).total_seconds() / 3600.0
-
-
-def _factors(state, drug: str):
-    """Patient factors now, without the drug itself among its co-medications."""
-    patient = state.patient_factors(_now())
-    return replace(patient, comedications=tuple(c for c in patient.comedications if c != drug))
-
-
-def _evaluations(state, todo):
-    """(evaluation, notes, posterior) per (drug, dose text, interval) for this twin."""
-    from .twin.evaluate import evaluate_prescription
-
-    hla = {g: r.diplotypes[0] for g, r in state.genotype.genes.items() if g.startswith("HLA-") and r.diplotypes}
-    out = []
-    for name, dose_text, tau in todo:
-        posterior = _individualise(state, name)
-        notes = [] if posterior is None else [f"individualised from {posterior.n_observations} measured level(s)"]
-        draws = None if posterior is None else posterior.parameter_draws(300)
-        ev = evaluate_prescription(name, dose_text, tau, _factors(state, name), hla=hla, parameter_draws=draws)
-        out.append((ev, notes, posterior))
-    return out
-
-
-def _current_regimens(state) -> list[tuple[str, str, float]]:
-    return [(m.drug, f"{m.regimen[-1].dose_mg} mg", m.regimen[-1].interval_h) for m in state.current_medications
-            if m.regimen and m.regimen[-1].dose_mg and m.regimen[-1].interval_h]
+    return _read(patient_id).patient_factors(workflow.now())
 
 
 @twin_app.command("evaluate")
@@ -330,10 +266,10 @@ def evaluate_twin(
             fail("--dose is required with --drug")
         todo = [(known_drug(drug), dose, parse_every(every))]
     else:
-        todo = _current_regimens(state)
+        todo = workflow.current_regimens(state)
         if not todo:
             fail(f"twin {patient_id} has no current medication with a regimen; give --drug and --dose")
-    results = [(ev, notes) for ev, notes, _ in _evaluations(state, todo)]
+    results = [(ev, notes) for ev, notes, _ in workflow.evaluations(state, todo)]
     if as_json:
         sys.stdout.write(json.dumps([ev.as_dict() | {"notes": notes} for ev, notes in results], default=float) + "\n")
         return
@@ -346,14 +282,9 @@ def evaluate_twin(
 @twin_app.command("recommend")
 def recommend(patient_id: PatientArg, drug: Annotated[str, typer.Option(help="drug name")], as_json: JsonOpt = False) -> None:
     """The regimen with the highest probability of target attainment for this patient."""
-    from .twin.regimen import choose_regimen
-
     name = known_drug(drug)
     state = _read(patient_id)
-    posterior = _individualise(state, name)
-    notes = [] if posterior is None else [f"individualised from {posterior.n_observations} measured level(s)"]
-    draws = None if posterior is None else posterior.parameter_draws(300)
-    choice = choose_regimen(name, _factors(state, name), parameter_draws=draws)
+    choice, notes = workflow.recommend(state, name)
     if as_json:
         sys.stdout.write(json.dumps(choice.as_dict() | {"notes": notes}, default=float) + "\n")
         return
@@ -366,43 +297,13 @@ def recommend(patient_id: PatientArg, drug: Annotated[str, typer.Option(help="dr
 
 def write_report(patient_id: str, output: Path, plots: Optional[Path]) -> None:
     """The twin's self-contained HTML report (and PNG plots when ``plots`` is a folder)."""
-    import numpy as np
-
     from .knowledge.version import knowledge_base_version
-    from .pk.scenarios import simulate_regimen
-    from .report.html import CurveData, curve_from_simulation, export_plot_png, write_twin_report
+    from .report.html import export_plot_png, write_twin_report
+    from .report.twin import report_inputs
 
     state = _read(patient_id)
-    results = _evaluations(state, _current_regimens(state))
-    curves = {}
-    for ev, _, posterior in results:
-        if ev.exposure is None:
-            continue
-        target = ev.exposure.target
-        doses = state.doses_of(ev.drug)
-        origin = doses[0].time if doses else _now()
-        dose_times = [_hours(d.time, origin) for d in doses]
-        levels = [c for c in state.concentrations(ev.drug) if (c.analyte or ev.drug) == target.analyte or c.analyte is None]
-        observed = ([_hours(c.time, origin) for c in levels if not c.blq], [c.value for c in levels if not c.blq])
-        if posterior is not None:
-            horizon = (dose_times[-1] if dose_times else 0.0) + 2 * ev.interval_h
-            grid = np.linspace(0.0, horizon, 400)
-            pred = posterior.predict(grid)
-            curves[ev.drug] = CurveData(
-                ev.drug, target.analyte, grid, pred["map"], pred["p05_without_residual_error"],
-                pred["p95_without_residual_error"], target.low, target.high, *observed, dose_times,
-                window_label=f"target ({target.metric})", source="individual posterior (Laplace)",
-            )
-        else:
-            days = max(2.0, (dose_times[-1] / 24.0 + 1.0) if dose_times else 7.0)
-            sim = simulate_regimen(ev.drug, _factors(state, ev.drug), dose=f"{ev.dose_mg} mg", every_h=ev.interval_h,
-                                   days=days, n=300)
-            curves[ev.drug] = curve_from_simulation(
-                sim, target.analyte, window=(target.low, target.high), window_label=f"target ({target.metric})",
-                observed_times=observed[0], observed_values=observed[1], dose_times=dose_times,
-                source="prior (population model for this patient)",
-            )
-    write_twin_report(output, state, evaluations=[ev for ev, _, _ in results], curves=curves,
+    evaluations, curves = report_inputs(state)
+    write_twin_report(output, state, evaluations=evaluations, curves=curves,
                       kb_version=knowledge_base_version())
     if plots is not None:
         plots.mkdir(parents=True, exist_ok=True)

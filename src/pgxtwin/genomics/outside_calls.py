@@ -38,7 +38,8 @@ def _strip_allele(gene: str, name: str) -> str:
     return name
 
 
-def _resolve_allele(gene: str, raw: str, where: str, line: int) -> str:
+def resolve_allele(gene: str, raw: str, where: str, line: int | None) -> str:
+    """The knowledge base's name of an allele as written in an outside call (``*1x2``, ``HLA-B*57:01``)."""
     name = _strip_allele(gene, raw)
     if gene.startswith("HLA-"):
         if not _HLA_ALLELE.match(name):
@@ -90,8 +91,8 @@ def read_outside_calls(path: str | Path) -> list[OutsideCall]:
             parts = diplotype.split("/")
             if len(parts) != 2:
                 raise PgxInputError(f"{gene}: diplotype {diplotype!r} is not 'A/B'", source=where, line=number)
-            a, b = (_resolve_allele(gene, p, where, number) for p in parts)
-            canonical = _canonical(gene, a, b)
+            a, b = (resolve_allele(gene, p, where, number) for p in parts)
+            canonical = canonical_diplotype(gene, a, b)
         if phenotype is not None and not gene.startswith("HLA-"):
             allowed = phenotype_names(gene)
             if allowed and phenotype not in allowed:
@@ -104,7 +105,8 @@ def read_outside_calls(path: str | Path) -> list[OutsideCall]:
     return calls
 
 
-def _canonical(gene: str, a: str, b: str) -> str:
+def canonical_diplotype(gene: str, a: str, b: str) -> str:
+    """``a/b`` in the knowledge base's allele order (``*2/*1`` -> ``*1/*2``)."""
     if gene.startswith("HLA-"):
         return "/".join(sorted((a, b)))
     order = gene_definition(gene).allele_order

@@ -119,7 +119,8 @@ class TwinStore:
             yield conn
 
     def _who(self, actor: str | None, entry_point: str | None) -> tuple[str, str]:
-        return actor or self.actor, entry_point or self.entry_point
+        # the columns hold 200 / 100 characters (an OAuth issuer|subject can be longer)
+        return (actor or self.actor)[:200], (entry_point or self.entry_point)[:100]
 
     def _audit(self, conn: Connection, *, actor: str, entry_point: str, patient_id: str | None, action: str,
                version: int | None, outcome: str = "ok", detail: str | None = None) -> None:
@@ -184,31 +185,47 @@ class TwinStore:
         :class:`~pgxtwin.twin.state.InvalidEventError` for an event that is invalid in itself or
         against the state, :class:`UnknownTwinError` for an unknown patient; nothing is written then.
         """
+        return self.append_all(patient_id, [event], expected_version, actor=actor, entry_point=entry_point)
+
+    def append_all(
+        self,
+        patient_id: str,
+        events: list[Event | dict[str, Any]],
+        expected_version: int,
+        *,
+        actor: str | None = None,
+        entry_point: str | None = None,
+    ) -> TwinState:
+        """Append ``events`` as versions ``expected_version + 1 ..`` in one transaction: all of them or,
+        on any refusal (stale version, an event invalid against the state, a crash), none (e.g. the
+        facts of one imported FHIR Bundle)."""
         actor, entry_point = self._who(actor, entry_point)
         try:
             if isinstance(expected_version, bool) or not isinstance(expected_version, int) or expected_version < 0:
                 raise InvalidEventError(f"expected_version={expected_version!r} must be an integer >= 0",
                                         field="expected_version")
-            parsed = parse_event(event)
-            new_version = expected_version + 1
+            parsed = [parse_event(e) for e in events]
             with self._write() as conn:
                 twin_id, current = self._twin(conn, patient_id)
                 if current != expected_version:
                     raise ConcurrentWriteError(patient_id, expected_version, current)
-                moved = conn.execute(
-                    update(Twin)
-                    .where(Twin.id == twin_id, Twin.current_version == expected_version)
-                    .values(current_version=new_version)
-                )
-                if moved.rowcount != 1:  # PostgreSQL: another writer committed while we waited for the row
-                    raise ConcurrentWriteError(patient_id, expected_version, None)
-                state = apply(self._fold(conn, patient_id, twin_id, expected_version), parsed)
-                conn.execute(insert(TwinEvent).values(
-                    twin_id=twin_id, version=new_version, event_type=parsed.type,
-                    payload=parsed.model_dump(mode="json"), created_at=_now(), actor=actor, entry_point=entry_point,
-                ))
-                self._audit(conn, actor=actor, entry_point=entry_point, patient_id=patient_id,
-                            action=f"append:{parsed.type}", version=new_version, detail=parsed.summary())
+                state = self._fold(conn, patient_id, twin_id, expected_version)
+                for event in parsed:
+                    # the version moves by one per event (the store's trigger allows no jump)
+                    moved = conn.execute(
+                        update(Twin)
+                        .where(Twin.id == twin_id, Twin.current_version == state.version)
+                        .values(current_version=state.version + 1)
+                    )
+                    if moved.rowcount != 1:  # PostgreSQL: another writer committed while we waited for the row
+                        raise ConcurrentWriteError(patient_id, expected_version, None)
+                    state = apply(state, event)
+                    conn.execute(insert(TwinEvent).values(
+                        twin_id=twin_id, version=state.version, event_type=event.type,
+                        payload=event.model_dump(mode="json"), created_at=_now(), actor=actor, entry_point=entry_point,
+                    ))
+                    self._audit(conn, actor=actor, entry_point=entry_point, patient_id=patient_id,
+                                action=f"append:{event.type}", version=state.version, detail=event.summary())
                 if self._before_commit is not None:
                     self._before_commit()
         except IntegrityError:

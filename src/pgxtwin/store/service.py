@@ -85,6 +85,7 @@ class ServiceStore:
     def idempotent_response(self, client: str, key: str) -> StoredResponse | None:
         """The response first given to ``client``'s write with ``key``, if any."""
         r = IdempotentResponse
+        client, key = client[:200], key[:200]  # the columns' width
         with self._read() as conn:
             row = conn.execute(
                 select(r.request_hash, r.status_code, r.body, r.headers).where(r.client == client, r.key == key)
@@ -94,6 +95,7 @@ class ServiceStore:
     def save_idempotent_response(self, client: str, key: str, request_hash: str, status_code: int, body: Any,
                                  headers: dict[str, str]) -> StoredResponse:
         """Keep the first response for (client, key); a concurrent duplicate gets the one that won."""
+        client, key = client[:200], key[:200]
         try:
             with self._write() as conn:
                 conn.execute(insert(IdempotentResponse).values(
@@ -112,7 +114,7 @@ class ServiceStore:
         job_id = str(uuid.uuid4())
         with self._write() as conn:
             conn.execute(insert(Job).values(id=job_id, kind=kind, patient_id=patient_id, status="queued",
-                                            created_at=now, updated_at=now, actor=actor))
+                                            created_at=now, updated_at=now, actor=actor[:200]))
         return JobRecord(job_id, kind, patient_id, "queued", now, now, actor, None, None)
 
     def update_job(self, job_id: str, status: str, *, result: Any = None, error: str | None = None) -> None:
@@ -148,7 +150,7 @@ class ServiceStore:
             with self._write() as conn:
                 conn.execute(insert(CdsFeedback).values(
                     service_id=service_id, card_uuid=card_uuid, outcome=outcome, outcome_at=outcome_at, rule=rule,
-                    accepted_suggestions=accepted_suggestions, override_reason=override_reason, client=client,
+                    accepted_suggestions=accepted_suggestions, override_reason=override_reason, client=client[:200],
                     received_at=_now(),
                 ))
         except IntegrityError:

@@ -106,7 +106,10 @@ def _trusted(info: ValidationInfo | None) -> bool:
 
 
 def _finite(value: float, field: str) -> float:
-    v = float(value)
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{field}={value!r} is not a number") from None
     if not math.isfinite(v):
         raise ValueError(f"{field}={value!r} must be a finite number")
     return v
@@ -122,8 +125,9 @@ def _quantity(value: float, unit: str, field: str) -> Any:
     text = unit.strip()
     for old, new in _UNIT_REWRITES.items():
         text = text.replace(old, new)
+    number = _finite(value, field)  # outside the try: a bad number is not an unknown unit
     try:
-        return _registry().Quantity(_finite(value, field), text)
+        return _registry().Quantity(number, text)
     except ValueError:
         raise
     except Exception:  # noqa: BLE001 - pint raises UndefinedUnitError, DefinitionSyntaxError, TokenError, ...
@@ -204,7 +208,8 @@ class CovariateRecord(_Model):
 
 
 def _covariate_fields(data: Any, info: ValidationInfo) -> Any:
-    if not isinstance(data, dict) or data.get("covariate") not in COVARIATES:
+    # a non-string covariate (e.g. an object in a hand-written event) is left to pydantic to refuse
+    if not isinstance(data, dict) or not isinstance(data.get("covariate"), str) or data["covariate"] not in COVARIATES:
         return data
     name = data["covariate"]
     target, low, high, molar = COVARIATES[name]

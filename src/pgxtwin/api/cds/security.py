@@ -1,0 +1,80 @@
+"""Who may call the CDS services: a CDS client JWT on every call (CDS Hooks 2.0 §Trusting CDS Clients).
+
+The client signs a JWT with ES384 or RS384 (the two algorithms the specification names) and sends
+it as ``Authorization: Bearer <jwt>``.  Its ``iss`` must be on the allow-list
+(``PGXTWIN_CDS_CLIENTS``), its key comes from that issuer's own key set (``jku`` only when it is
+the issuer's configured ``jwks_url``), ``aud`` must be the URL called (``settings.public_url`` +
+path behind a proxy), ``exp``/``iat``/``jti`` are required and a ``jti`` is accepted once.
+Any failure is a 401 and no card.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from fastapi import HTTPException, Request
+
+from ..keys import ReplayCache, TokenError, verify_token
+
+__all__ = ["CDS_ALGORITHMS", "CdsClient", "cds_client"]
+
+CDS_ALGORITHMS = ("ES384", "RS384")
+REQUIRED_CLAIMS = ("iss", "aud", "exp", "iat", "jti")
+_replay_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class CdsClient:
+    """The verified caller: the JWT's issuer and (when given) subject, its client id."""
+
+    issuer: str
+    subject: str | None
+    tenant: str | None
+
+    @property
+    def actor(self) -> str:
+        """The string recorded as actor in the audit log and with feedback."""
+        return f"{self.issuer}|{self.subject}" if self.subject else self.issuer
+
+
+def _unauthorized(message: str) -> HTTPException:
+    return HTTPException(401, message, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+def _replay_cache(request: Request) -> ReplayCache:
+    """One replay cache per application (made on first use)."""
+    state = request.app.state
+    cache = getattr(state, "cds_replay", None)
+    if cache is None:
+        with _replay_lock:
+            cache = getattr(state, "cds_replay", None)
+            if cache is None:
+                cache = state.cds_replay = ReplayCache()
+    return cache
+
+
+def audience(request: Request) -> str:
+    """The URL this request was sent to, as the client must have put it in ``aud``."""
+    public = request.app.state.settings.public_url
+    if public:
+        return public.rstrip("/") + request.url.path
+    return str(request.url.replace(query=None, fragment=None))
+
+
+def cds_client(request: Request) -> CdsClient:
+    """FastAPI dependency: the verified CDS client, or 401."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _unauthorized("a CDS client JWT is required (Authorization: Bearer <jwt>)")
+    issuers = request.app.state.cds_clients
+    if issuers is None:
+        raise _unauthorized("no CDS client is trusted by this server (PGXTWIN_CDS_CLIENTS)")
+    try:
+        claims = verify_token(token.strip(), issuers, audience=audience(request), algorithms=CDS_ALGORITHMS,
+                              require=REQUIRED_CLAIMS, replay=_replay_cache(request))
+    except TokenError as exc:
+        raise _unauthorized(f"invalid CDS client JWT: {exc}") from None
+    sub, tenant = claims.get("sub"), claims.get("tenant")
+    return CdsClient(str(claims["iss"]), None if sub is None else str(sub), None if tenant is None else str(tenant))

@@ -1,0 +1,1 @@
+"""FHIR R4: Bundle import into twins, Genomics Reporting IG export."""
