@@ -28,7 +28,7 @@ from pgxtwin.api.fhir.genotypes import GenotypeError, parse_genotype
 from pgxtwin.api.fhir.resource_facts import drug_name, record_id
 from pgxtwin.cli_import import export, import_bundle
 from pgxtwin.errors import PgxInputError
-from pgxtwin.genomics.outside_calls import _canonical
+from pgxtwin.genomics.outside_calls import canonical_diplotype
 from pgxtwin.knowledge.alleles import gene_definition
 from pgxtwin.store.repository import TwinStore
 from pgxtwin.twin.state import TwinState
@@ -340,7 +340,7 @@ def test_any_known_diplotype_reads_back_canonically(gene: str, data: st.DataObje
     a, b = data.draw(st.sampled_from(names)), data.draw(st.sampled_from(names))
     spelling = data.draw(st.sampled_from(["{g}{a}/{g}{b}", "{g} {a}/{b}", "{a} / {b}", "{g}{a} / {g}{b}"]))
     text = spelling.format(g=gene, a=a, b=b)
-    assert parse_genotype(gene, text).diplotype == _canonical(gene, a, b)
+    assert parse_genotype(gene, text).diplotype == canonical_diplotype(gene, a, b)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -509,3 +509,14 @@ def test_one_bundle_is_all_or_nothing(tmp_path: Path) -> None:
     with TwinStore(f"sqlite:///{tmp_path / 'crash.db'}") as store:
         assert store.current_version(PID) == 0  # created, but none of the 8 facts written
         assert len(import_document(store, bundle, actor="tester").imported) == 8
+
+
+def test_an_imported_hla_carrier_flags_carbamazepine() -> None:
+    # "HLA-B*15:02 positive" arrives without a partner allele: the twin's evaluation must still see it
+    from pgxtwin.twin.workflow import evaluations
+
+    resources = [r for doc in load_many("genomics-reporting-3.0.0/[OPT]*.json") for r in resources_in(doc)]
+    state = plan_import(facts_from_resources(resources), TwinState.empty("CGPatientExample01")).state
+    (evaluation, _, _), = evaluations(state, [("carbamazepine", "200 mg", 12.0)])
+    assert any("15:02" in risk for risk in evaluation.genotype_risks)
+    assert evaluation.verdict == "avoid"

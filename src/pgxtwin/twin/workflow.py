@@ -58,7 +58,10 @@ def evaluations(state: TwinState, todo: Sequence[tuple[str, str, float]]
     """(evaluation, notes, posterior) per (drug, dose text, interval h) for this twin."""
     from .evaluate import evaluate_prescription
 
-    hla = {g: r.diplotypes[0] for g, r in state.genotype.genes.items() if g.startswith("HLA-") and r.diplotypes}
+    # HLA typing: a diplotype, or only the alleles known to be carried (e.g. "HLA-B*15:02 positive")
+    hla = {g: r.diplotypes[0] if r.diplotypes else "/".join(r.detected_alleles)
+           for g, r in state.genotype.genes.items()
+           if g.startswith("HLA-") and (r.diplotypes or r.detected_alleles)}
     out = []
     for name, dose_text, tau in todo:
         posterior = individualise(state, name)
