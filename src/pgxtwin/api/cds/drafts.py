@@ -23,7 +23,9 @@ from typing import Any
 from ...knowledge.drugs import drug_names, load_drug, resolve_drug
 from ...knowledge.tables import read_table
 from ...twin.state import convert
+from ..fhir import codes
 from ..fhir.codes import PERIOD_UNIT_H, RXNORM, drug_for_rxnorm_code
+from ..fhir.fhirjson import as_dict, as_list, as_str, coded, codings, quantity, texts
 
 __all__ = ["DraftMedication", "RXNORM_SYSTEMS", "draft_medications", "normalise_dosage", "recognise"]
 
@@ -38,6 +40,7 @@ _COUNT_UNITS = {"tablet", "tablets", "tab", "tabs", "{tbl}", "{tablet}", "{table
 _WORD = re.compile(r"[a-z0-9]+(?:[-.][a-z0-9]+)*")
 _STRENGTH = re.compile(r"(\d+(?:\.\d+)?)\s*(mg|mcg|ug|µg|g)\b(?:\s*/\s*(\d+(?:\.\d+)?)?\s*(ml)\b)?", re.I)
 _MAX_NGRAM = 4
+INTERVAL_RANGE_H = (0.5, 672.0)  # every 30 min to every 4 weeks
 
 
 @dataclass(frozen=True)
@@ -101,25 +104,20 @@ def names_in(text: str) -> list[str]:
 
 
 def recognise(concept: Any) -> list[str]:
-    """Drugs of a FHIR CodeableConcept: RxNorm ingredient codes, else names in codings and text."""
-    if not isinstance(concept, Mapping):
-        return []
-    codings = [c for c in concept.get("coding") or [] if isinstance(c, Mapping)] if isinstance(concept.get("coding"), list) else []
+    """Drugs of a FHIR CodeableConcept: RxNorm ingredient codes, else names in its displays and text."""
     drugs: list[str] = []
-    for coding in codings:
-        code = coding.get("code")
-        if coding.get("system") in RXNORM_SYSTEMS and isinstance(code, str):
+    for coding in codings(concept):
+        code = as_str(coding.get("code"))
+        if coding.get("system") in RXNORM_SYSTEMS and code:
             drug = _drug_of_code(code)
             if drug is not None and _canonical(drug) not in drugs:
                 drugs.append(_canonical(drug))
     if drugs:
         return drugs
-    texts = [c.get("display") for c in codings] + [concept.get("text")]
-    for text in texts:
-        if isinstance(text, str):
-            for drug in names_in(text):
-                if _canonical(drug) not in drugs:
-                    drugs.append(_canonical(drug))
+    for text in texts(concept):
+        for drug in names_in(text):
+            if _canonical(drug) not in drugs:
+                drugs.append(_canonical(drug))
     return drugs
 
 
@@ -135,11 +133,9 @@ def _factor(unit: str, target: str) -> float | None:
 _drug_of_code = lru_cache(maxsize=4096)(drug_for_rxnorm_code)
 
 
-def _strength(texts: Iterable[Any]) -> tuple[float, bool] | None:
+def _strength(names: Iterable[str]) -> tuple[float, bool] | None:
     """(mg per unit, per_ml) from the first single-strength clinical-drug name or text."""
-    for text in texts:
-        if not isinstance(text, str):
-            continue
+    for text in names:
         matches = _STRENGTH.findall(text)
         if len(matches) != 1:
             continue  # none, or a combination product: no single strength
@@ -163,10 +159,7 @@ def normalise_dosage(dosage: Any) -> dict[str, Any]:
     if not isinstance(dosage, Mapping):
         return {}
     out = dict(dosage)
-    rates = out.get("doseAndRate")
-    if isinstance(rates, Mapping):
-        rates = [dict(rates)]
-    rates = [dict(r) for r in rates if isinstance(r, Mapping)] if isinstance(rates, list) else []
+    rates = [dict(r) for r in as_list(out.get("doseAndRate")) if isinstance(r, dict)]
     legacy = out.pop("doseQuantity", None)
     if isinstance(legacy, Mapping) and not any("doseQuantity" in r for r in rates):
         rates.insert(0, {"doseQuantity": dict(legacy)})
@@ -174,12 +167,11 @@ def normalise_dosage(dosage: Any) -> dict[str, Any]:
         out["doseAndRate"] = rates
     else:
         out.pop("doseAndRate", None)
-    timing = out.get("timing")
-    if isinstance(timing, Mapping) and isinstance(timing.get("repeat"), Mapping):
-        repeat = dict(timing["repeat"])
-        if "periodUnits" in repeat and "periodUnit" not in repeat:
-            repeat["periodUnit"] = repeat.pop("periodUnits")
-        out["timing"] = dict(timing, repeat=repeat)
+    repeat = as_dict(as_dict(out.get("timing")).get("repeat"))
+    if "periodUnits" in repeat and "periodUnit" not in repeat:
+        repeat = dict(repeat)
+        repeat["periodUnit"] = repeat.pop("periodUnits")
+        out["timing"] = dict(out["timing"], repeat=repeat)
     return out
 
 
@@ -191,34 +183,30 @@ def _number(value: Any) -> float | None:
 
 
 def interval_h(dosage: Mapping[str, Any]) -> float | None:
-    """Dosing interval (h) of an R4 Dosage: ``timing.repeat`` frequency/period, else ``timing.code``."""
-    timing = dosage.get("timing")
-    if not isinstance(timing, Mapping):
-        return None
-    repeat = timing.get("repeat")
-    if isinstance(repeat, Mapping):
-        period, unit = _number(repeat.get("period")), repeat.get("periodUnit")
-        frequency = _number(repeat.get("frequency", 1))
-        if period is not None and frequency is not None and unit in PERIOD_UNIT_H:
-            return period * PERIOD_UNIT_H[unit] / frequency
-    code = timing.get("code")
-    if isinstance(code, Mapping):
-        for coding in code.get("coding") or []:
-            if isinstance(coding, Mapping) and coding.get("code") in _TIMING_CODE_H:
-                return _TIMING_CODE_H[coding["code"]]
-    return None
+    """Dosing interval (h) of an R4 Dosage: ``timing.repeat`` frequency/period, else ``timing.code``;
+    None outside :data:`INTERVAL_RANGE_H` (not a regimen the drug models are meant for)."""
+    found = _interval_h(dosage)
+    low, high = INTERVAL_RANGE_H
+    return found if found is not None and low <= found <= high else None
+
+
+def _interval_h(dosage: Mapping[str, Any]) -> float | None:
+    timing = as_dict(dosage.get("timing"))
+    repeat = as_dict(timing.get("repeat"))
+    period, frequency, unit = _number(repeat.get("period")), _number(repeat.get("frequency", 1)), as_str(repeat.get("periodUnit"))
+    if period is not None and frequency is not None and unit in PERIOD_UNIT_H:
+        return period * PERIOD_UNIT_H[unit] / frequency
+    code = coded(timing.get("code"), _TIMING_CODE_H)
+    return None if code is None else _TIMING_CODE_H[code]
 
 
 def dose_mg(dosage: Mapping[str, Any], strength: tuple[float, bool] | None) -> float | None:
     """Dose per administration (mg) of an R4 Dosage; counts and volumes need the product's strength."""
-    for rate in dosage.get("doseAndRate") or []:
-        quantity = rate.get("doseQuantity") if isinstance(rate, Mapping) else None
-        if not isinstance(quantity, Mapping):
+    for rate in as_list(dosage.get("doseAndRate")):
+        q = quantity(as_dict(rate).get("doseQuantity"))
+        if q is None or q.value <= 0 or q.comparator is not None:
             continue
-        value = _number(quantity.get("value"))
-        unit = quantity.get("code") or quantity.get("unit")
-        if value is None or not isinstance(unit, str) or not unit.strip():
-            continue
+        value, unit = q.value, codes.UCUM_TO_PINT.get(q.unit, q.unit)
         mass = _factor(unit, "mg")
         if mass is not None:
             return value * mass
@@ -241,28 +229,20 @@ def dose_mg(dosage: Mapping[str, Any], strength: tuple[float, bool] | None) -> f
 
 
 def _medication_concept(resource: Mapping[str, Any]) -> Any:
-    concept = resource.get("medicationCodeableConcept")
-    if concept is None:
-        # R5 CodeableReference, or a contained Medication's code
-        medication = resource.get("medication")
-        if isinstance(medication, Mapping):
-            concept = medication.get("concept")
-    return concept
+    # R4 medicationCodeableConcept, else an R5 CodeableReference's concept
+    return resource.get("medicationCodeableConcept") or as_dict(resource.get("medication")).get("concept")
 
 
 def read_order(resource: Mapping[str, Any]) -> DraftMedication | None:
-    """One medication order (None for other resources or an unrecognisable one)."""
+    """One medication order (None for other resources)."""
     kind = resource.get("resourceType")
     if kind not in MEDICATION_ORDERS:
         return None
     concept = _medication_concept(resource)
     drugs = tuple(recognise(concept))
-    concept = concept if isinstance(concept, Mapping) else {}
-    codings = [c for c in concept.get("coding") or [] if isinstance(c, Mapping)] if isinstance(concept.get("coding"), list) else []
-    names = [c.get("display") for c in codings] + [concept.get("text")]
-    label = next((n for n in names if isinstance(n, str) and n.strip()), None) or ", ".join(drugs) or "medication"
-    dosages = resource.get("dosageInstruction")
-    dosage = normalise_dosage(dosages[0]) if isinstance(dosages, list) and dosages else {}
+    names = [n for n in texts(concept) if not n.isdigit()]  # displays and text, not bare codes
+    label = next(iter(names), None) or ", ".join(drugs) or "medication"
+    dosage = normalise_dosage(next(iter(as_list(resource.get("dosageInstruction"))), None))
     single = len(drugs) == 1
     dose = dose_mg(dosage, _strength(names)) if single else None
     rid = resource.get("id")
@@ -274,10 +254,9 @@ def draft_medications(bundle: Mapping[str, Any], selections: Iterable[str] | Non
     """The medication orders of a draftOrders Bundle (only the ``selections`` when given)."""
     wanted = None if selections is None else set(selections)
     out = []
-    entries = bundle.get("entry")
-    for entry in entries if isinstance(entries, list) else []:
-        resource = entry.get("resource") if isinstance(entry, Mapping) else None
-        if not isinstance(resource, Mapping):
+    for entry in as_list(bundle.get("entry")):
+        resource = as_dict(entry).get("resource")
+        if not isinstance(resource, dict):
             continue
         order = read_order(resource)
         if order is None:

@@ -19,6 +19,7 @@ from urllib.parse import quote
 import httpx
 
 from ..fhir import codes
+from ..fhir.fhirjson import as_dict, as_list, reference, reference_target
 
 __all__ = ["DataUnavailable", "PatientData", "TEMPLATES", "gather", "resolve"]
 
@@ -67,21 +68,15 @@ def resolve(template: str, context: Mapping[str, Any]) -> str:
     return _TOKEN.sub(value, template)
 
 
-def _reference_id(ref: Any) -> str | None:
-    if not isinstance(ref, Mapping) or not isinstance(ref.get("reference"), str):
-        return None
-    parts = ref["reference"].rstrip("/").split("/")
-    return parts[-1] if len(parts) >= 2 and parts[-2] == "Patient" else None
-
-
 def _about(resource: Mapping[str, Any], patient_id: str) -> bool:
     """False for a resource that names another patient (never mix patients' data)."""
     if resource.get("resourceType") == "Patient":
         return resource.get("id") in (None, patient_id)
     for name in _PATIENT_FIELDS:
-        ref = _reference_id(resource.get(name))
+        ref = reference(resource.get(name))
         if ref is not None:
-            return ref == patient_id
+            kind, target = reference_target(ref)
+            return kind != "Patient" or target == patient_id
     return True
 
 
@@ -95,13 +90,9 @@ def _resources(value: Any) -> list[dict[str, Any]] | None:
     if kind == "OperationOutcome":
         return None
     if kind == "Bundle":
-        entries = value.get("entry")
-        out = []
-        for entry in entries if isinstance(entries, list) else []:
-            resource = entry.get("resource") if isinstance(entry, Mapping) else None
-            if isinstance(resource, Mapping) and resource.get("resourceType") not in (None, "OperationOutcome"):
-                out.append(dict(resource))
-        return out
+        found = (as_dict(entry).get("resource") for entry in as_list(value.get("entry")))
+        return [dict(r) for r in found if isinstance(r, dict) and isinstance(r.get("resourceType"), str)
+                and r["resourceType"] != "OperationOutcome"]
     return [dict(value)] if isinstance(kind, str) else None
 
 

@@ -18,7 +18,7 @@ from ..deps import service_store, settings
 from ..settings import Settings
 from .assess import AssessmentCache
 from .models import CdsError, CdsRequest, CdsResponse, Discovery, Feedback, FeedbackReceipt
-from .recorder import Recorder
+from ...store.recorder import Recorder
 from .security import CdsClient, cds_client
 from .services import SERVICES, Service, call
 

@@ -30,7 +30,7 @@ from .drafts import DraftMedication, draft_medications
 from .ehr import ehr_subject
 from .models import CdsRequest, OrderSelectContext, OrderSignContext, PatientContext
 from .prefetch import TEMPLATES, DataUnavailable, gather
-from .recorder import Recorder
+from ...store.recorder import Recorder
 from .security import CdsClient
 
 __all__ = ["SERVICES", "Service", "call"]

@@ -23,10 +23,10 @@ from typing import Any
 
 from sqlalchemy import insert
 
-from ...store.engine import WRITE
-from ...store.models import AuditEntry, CdsCard
-from ...store.repository import TwinStore
-from ...twin.state import TwinState
+from .engine import WRITE
+from .models import AuditEntry, CdsCard
+from .repository import TwinStore
+from ..twin.state import TwinState
 
 __all__ = ["GroupCommit", "Recorder"]
 
