@@ -79,3 +79,13 @@ def test_call_results_reach_the_pk_layer_by_one_rule():
     assert inputs["TPMT"].diplotype == "*1/*3A"
     assert "CYP2C9" not in inputs and "DPYD" not in inputs
     assert inputs["SLCO1B1"].phenotype == "Decreased Function" and inputs["SLCO1B1"].diplotype is None
+
+
+def test_a_phenotype_the_library_has_no_source_for_gets_guidance_without_a_guessed_exposure() -> None:
+    # citalopram's library encodes only the CYP2C19 poor-metabolizer effect (label); an intermediate
+    # metabolizer is not simulated with a made-up factor, but still gets the CPIC guidance
+    patient = PatientFactors(genes={"CYP2C19": GeneInput.from_text("CYP2C19", "Intermediate Metabolizer")})
+    ev = evaluate_prescription("citalopram", "20 mg", 24.0, patient)
+    assert ev.exposure is None and ev.suggested_regimen is None
+    assert any(r.startswith("exposure not predicted: citalopram: no relative CYP2C19 activity") for r in ev.reasons)
+    assert ev.recommendation is not None and ev.verdict == "ok"

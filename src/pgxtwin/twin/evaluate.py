@@ -10,6 +10,7 @@ from typing import Literal
 import numpy as np
 
 from ..knowledge.drugs import UnknownDrug, resolve_drug
+from ..errors import PgxInputError
 from ..knowledge.guidelines import Recommendation, guidelines_for, hla_risks, recommendation
 from ..pk.drug_model import UNKNOWN_PHENOTYPES, PatientFactors, drug_model, gene_status
 from ..pk.scenarios import resolve_dose_mg
@@ -84,11 +85,13 @@ def evaluate_prescription(
     parameter_draws: dict[str, np.ndarray] | None = None,
     n: int = 300,
     seed: int = 1,
+    not_simulated: str | None = None,
 ) -> Evaluation:
     """One verdict for ``dose`` every ``interval_h`` h of ``drug`` in this patient.
 
     ``hla`` maps HLA genes to typed diplotypes (outside calls); ``parameter_draws`` come from the
-    individual posterior when drug levels are known (else the prior is used).
+    individual posterior when drug levels are known (else the prior is used).  ``not_simulated``
+    (a reason) skips the exposure model: guidance from genotype alone, with the reason given.
     """
     name = drug.lower()
     try:
@@ -126,14 +129,24 @@ def evaluate_prescription(
 
     dose_mg = float("nan")
     exposure = suggestion = None
-    if in_library:
+    simulated = False
+    if not_simulated is not None:
+        reasons.append(f"exposure not predicted: {not_simulated}")
+    elif in_library:
         model = drug_model(name)
         dose_mg = resolve_dose_mg(model, dose, patient)
-        target = default_target(model, patient)
         if parameter_draws is None:
-            individual = model.individualise(patient)
-            parameter_draws = model.sample(individual.parameters, n, np.random.default_rng(seed))
-            reasons.extend(individual.notes)
+            try:
+                individual = model.individualise(patient)
+            except PgxInputError as exc:
+                # the library leaves out genotype effects it has no source for: guidance alone, said so
+                reasons.append(f"exposure not predicted: {exc}")
+            else:
+                parameter_draws = model.sample(individual.parameters, n, np.random.default_rng(seed))
+                reasons.extend(individual.notes)
+        simulated = parameter_draws is not None
+    if simulated:
+        target = default_target(model, patient)
         values, _, _ = _steady_state_metric(model, parameter_draws, dose_mg, interval_h, target.metric, target.analyte)
         q = np.quantile(values, [0.05, 0.5, 0.95])
         pta = attainment(values, target)
@@ -154,7 +167,7 @@ def evaluate_prescription(
         best = choose_regimen(name, patient, target=target, parameter_draws=parameter_draws)
         if best.best.pta - pta >= PTA_GAIN_FOR_ADJUSTMENT:
             suggestion = best
-    else:
+    elif not in_library:
         reasons.append(f"{name} is not in the drug library: genotype-based guidance only")
 
     alternatives = _alternatives(rec)
@@ -173,7 +186,7 @@ def evaluate_prescription(
             reasons.append("the guideline recommends standard dosing; the model-based regimen is for information")
     elif (rec is not None and rec.action == "adjust_dose") or suggestion is not None:
         verdict = "adjust_dose"
-        if suggestion is None and in_library:
+        if suggestion is None and simulated:
             suggestion = choose_regimen(name, patient, parameter_draws=parameter_draws)
     else:
         verdict = "ok"

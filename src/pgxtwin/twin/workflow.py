@@ -53,15 +53,19 @@ def individualise(state: TwinState, drug: str) -> EstimationResult | None:
     return estimate(drug, factors(state, drug), [(hours(d.time, origin), d.amount_mg) for d in doses], obs)
 
 
+def hla_typing(state: TwinState) -> dict[str, str]:
+    """HLA gene -> its typing: a diplotype, or only the alleles known to be carried (e.g. a FHIR
+    "HLA-B*15:02 positive")."""
+    return {g: r.diplotypes[0] if r.diplotypes else "/".join(r.detected_alleles)
+            for g, r in state.genotype.genes.items() if g.startswith("HLA-") and (r.diplotypes or r.detected_alleles)}
+
+
 def evaluations(state: TwinState, todo: Sequence[tuple[str, str, float]]
                 ) -> list[tuple[Evaluation, list[str], EstimationResult | None]]:
     """(evaluation, notes, posterior) per (drug, dose text, interval h) for this twin."""
     from .evaluate import evaluate_prescription
 
-    # HLA typing: a diplotype, or only the alleles known to be carried (e.g. "HLA-B*15:02 positive")
-    hla = {g: r.diplotypes[0] if r.diplotypes else "/".join(r.detected_alleles)
-           for g, r in state.genotype.genes.items()
-           if g.startswith("HLA-") and (r.diplotypes or r.detected_alleles)}
+    hla = hla_typing(state)
     out = []
     for name, dose_text, tau in todo:
         posterior = individualise(state, name)

@@ -26,10 +26,10 @@ from ...errors import PgxInputError
 from ...knowledge.drugs import UnknownDrug, load_drug
 from ...knowledge.guidelines import Guideline, HlaRule, guidelines_for, hla_rules, hla_risks, recommendation
 from ...knowledge.tables import read_table
-from ...pk.drug_model import UNKNOWN_PHENOTYPES, gene_status
-from ...twin.evaluate import Evaluation, Verdict
+from ...pk.drug_model import UNKNOWN_PHENOTYPES
+from ...twin.evaluate import Evaluation, evaluate_prescription
 from ...twin.state import TwinState
-from ...twin.workflow import evaluations
+from ...twin.workflow import evaluations, hla_typing
 
 __all__ = ["AssessmentCache", "DrugAssessment", "GeneFinding", "Subject", "TestingAdvice", "assess_drug",
            "chart_findings"]
@@ -129,11 +129,6 @@ def testing_advice(state: TwinState, drug: str) -> tuple[TestingAdvice, ...]:
     return tuple(out)
 
 
-def hla_diplotypes(state: TwinState) -> dict[str, str]:
-    """HLA gene -> typed diplotype (as the twin's evaluation reads them)."""
-    return {g: r.diplotypes[0] for g, r in state.genotype.genes.items() if g.startswith("HLA-") and r.diplotypes}
-
-
 def _regimen(drug: str, dose_mg: float | None, interval_h: float | None) -> tuple[str, float, list[str]]:
     """Dose text and interval to evaluate, with a note for what the order did not say."""
     try:
@@ -175,34 +170,15 @@ def assess_drug(cache: AssessmentCache, patient_id: str, subject: Subject, drug:
             except PgxInputError as exc:
                 evaluation, more = _genotype_only(subject.state, drug, tau, str(exc)), []
         return DrugAssessment(evaluation, tuple(notes + more), testing_advice(subject.state, drug),
-                              tuple(hla_risks(drug, hla_diplotypes(subject.state))))
+                              tuple(hla_risks(drug, hla_typing(subject.state))))
 
     return cache.get(key, compute)
 
 
 def _genotype_only(state: TwinState, drug: str, interval_h: float, why: str) -> Evaluation:
-    """CPIC guidance and HLA risks alone, when the drug model cannot simulate this patient (the
-    library leaves out a phenotype it has no source for).
-
-    TODO(lead): evaluate_prescription could fall back to this itself (as it does for drugs outside
-    the library); this function then goes."""
+    """CPIC guidance and HLA risks alone, when the drug model cannot simulate this patient."""
     patient = state.patient_factors(datetime.now(timezone.utc))
-    phenotypes: dict[str, dict[str, object]] = {}
-    effective: dict[str, str] = {}
-    for gene in sorted({g.gene for g in guidelines_for(drug) if g.url and not g.gene.startswith("HLA-")}):
-        status = gene_status(gene, patient)
-        phenotypes[gene] = status.as_dict()
-        if status.effective_phenotype not in UNKNOWN_PHENOTYPES:
-            effective[gene] = status.effective_phenotype
-    rec = recommendation(drug, effective) if effective else None
-    risks = [f"{r.text} ({r.source})" for r in hla_risks(drug, hla_diplotypes(state))]
-    verdict: Verdict = ("avoid" if risks or (rec is not None and rec.action == "avoid")
-                        else "adjust_dose" if rec is not None and rec.action == "adjust_dose"
-                        else "ok" if rec is not None else "insufficient_data")
-    reasons = [*risks, *([f"CPIC ({', '.join(f'{g} {p}' for g, p in rec.phenotypes.items())}): {rec.text}"]
-                         if rec is not None and rec.text else []),
-               f"exposure not predicted: {why}"]
-    return Evaluation(drug, float("nan"), interval_h, verdict, reasons, phenotypes, rec, risks, None, None, [])
+    return evaluate_prescription(drug, "0 mg", interval_h, patient, hla=hla_typing(state), not_simulated=why)
 
 
 def _today() -> date:
@@ -228,7 +204,7 @@ def chart_findings(cache: AssessmentCache, patient_id: str, subject: Subject) ->
                 for gene in set(rec.phenotypes) & unusual:
                     by_gene.setdefault(gene, {})[drug] = rec.action
         findings = [GeneFinding(g, phenotypes[g], tuple(sorted(d.items()))) for g, d in sorted(by_gene.items())]
-        hla = hla_diplotypes(state)
+        hla = hla_typing(state)
         for rule in hla_rules():
             hit = [d for d in rule.drugs if rule in hla_risks(d, hla)]
             if hit:
