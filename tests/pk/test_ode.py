@@ -131,3 +131,73 @@ def test_warfarin_inr_rises_with_delay_and_returns_to_baseline() -> None:
     assert inr[0] == pytest.approx(1.0)
     assert inr[1] < inr[24] and inr.max() > 1.5  # delayed rise
     assert inr[-1] < inr.max()  # washout after the last dose
+
+
+# ------------------------------------------------------------------ against an independent tight solve (scipy)
+
+
+def _mm_reference(p: dict, doses: list[tuple[float, float]], route: str, times: np.ndarray, duration: float) -> np.ndarray:
+    """Michaelis–Menten concentrations (mg/L) per patient by scipy's DOP853 at rtol = atol = 1e-12, restarted
+    at every event; the depot is a state."""
+    from scipy.integrate import solve_ivp
+
+    out = np.empty((len(p["v"]), times.size))
+    for i in range(len(p["v"])):
+        ka, f, tlag, v, vmax, km = (p[k][i] for k in ("ka", "f", "tlag", "v", "vmax", "km"))
+        lag = tlag if route == "oral" else 0.0
+        events = {t + lag for t, _ in doses} | ({t + duration for t, _ in doses} if route == "iv_infusion" else set())
+        bounds = sorted({times[0], times[-1]} | {e for e in events if times[0] < e < times[-1]})
+
+        def rhs(t: float, y: np.ndarray, ka=ka, v=v, vmax=vmax, km=km) -> list[float]:
+            rate = sum(a / duration for s, a in doses if route == "iv_infusion" and s <= t < s + duration)
+            return [-ka * y[0], ka * y[0] + rate - vmax * y[1] / v / (km + y[1] / v)]
+
+        y = np.zeros(2)
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            for s, amount in doses:
+                if route == "oral" and s + tlag == a:
+                    y[0] += f * amount
+                if route == "iv_bolus" and s == a:
+                    y[1] += amount
+            last = b == times[-1]
+            sel = (times >= a) & ((times <= b) if last else (times < b))
+            t_eval = times[sel] if last else np.append(times[sel], b)
+            sol = solve_ivp(rhs, (a, b), y, t_eval=t_eval, rtol=1e-12, atol=1e-12, method="DOP853", first_step=1e-6)
+            out[i, sel] = sol.y[1, : sel.sum()] / v
+            y = sol.y[:, -1].copy()
+    return out
+
+
+MM3 = {"vmax": np.array([30.0, 12.0, 45.0]), "km": np.array([4.0, 10.0, 2.0]), "v": np.array([50.0, 40.0, 70.0]),
+       "ka": np.array([1.0, 0.4, 2.5]), "f": np.array([0.9, 1.0, 0.7]), "tlag": np.array([0.5, 0.5, 0.5])}
+MM_DOSES = [(0.0, 300.0), (12.0, 200.0), (24.0, 400.0), (36.0, 200.0)]  # saturating: C up to ~10 Km
+
+
+@pytest.mark.parametrize(
+    ("route", "tlag", "duration"),
+    [("oral", None, 0.0), ("oral", np.array([0.3, 0.75, 1.1]), 0.0), ("iv_bolus", None, 0.0), ("iv_infusion", None, 2.0)],
+)
+def test_michaelis_menten_matches_scipy_tight_solve(route: str, tlag: np.ndarray | None, duration: float) -> None:
+    params = MM3 if tlag is None else MM3 | {"tlag": tlag}  # per-patient lag: entries inside segments
+    times = np.linspace(0.0, 72.0, 145)
+    dosing = DosingHistory.from_records([t for t, _ in MM_DOSES], [a for _, a in MM_DOSES], route=route, duration_h=duration)
+    ref = _mm_reference(params, MM_DOSES, route, times, duration)
+    tight = simulate(MichaelisMenten(), params, dosing, times, ode=TIGHT)["parent"]
+    assert np.abs(tight - ref).max() <= 1e-8 * ref.max()  # measured ≤ 3e-10
+    bench = simulate(MichaelisMenten(), params, dosing, times, ode=OdeOptions(rtol=1e-6, atol=1e-4))["parent"]
+    assert np.abs(bench - ref).max() <= 1e-6 * ref.max()  # benchmark settings; measured ≤ 1.1e-7
+    # the torch path (taken when a gradient is needed) takes the same steps as the numpy one
+    tp = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    grad_path = simulate(MichaelisMenten(), tp, dosing, times, ode=TIGHT)["parent"]
+    assert grad_path.requires_grad
+    np.testing.assert_allclose(grad_path.detach().numpy(), tight, rtol=0, atol=1e-10 * ref.max())
+
+
+def test_numpy_path_keeps_amounts_and_steady_state_of_the_torch_path() -> None:
+    tp = {k: torch.tensor(v, requires_grad=True) for k, v in MM3.items()}
+    times = np.linspace(0.0, 24.0, 25)
+    ss = DosingHistory.regular(100.0, 12.0, 2, steady_state=True)
+    a = simulate(MichaelisMenten(), MM3, ss, times, ode=TIGHT, return_amounts=True)
+    b = simulate(MichaelisMenten(), tp, ss, times, ode=TIGHT, return_amounts=True)
+    for name in ("central", "depot", "eliminated"):
+        np.testing.assert_allclose(a.amounts[name], b.amounts[name].detach().numpy(), rtol=1e-9, atol=1e-9)

@@ -143,3 +143,26 @@ def test_torchdiffeq_methods_still_available() -> None:
     exact = simulate(OneCompartment(), params, dosing, times)["parent"]
     ode = simulate(OneCompartment(), params, dosing, times, method="ode", ode=OdeOptions(method="dopri8", rtol=1e-9, atol=1e-11))["parent"]
     assert np.abs(ode - exact).max() < 1e-6 * exact.max()
+
+
+# ------------------------------------------------------------------ numpy backend (used when no gradient is needed)
+
+
+@pytest.mark.parametrize("cls", SOLVER_CLASSES)
+def test_numpy_backend_takes_the_same_steps_as_torch(cls) -> None:
+    k = K.numpy()
+    kw = {"rtol": 1e-8, "atol": 1e-12, "stops": [3.3]}
+    ref = cls().solve(_forced, torch.ones(3, dtype=torch.float64), 0.0, 10.0, T_OUT, **kw)
+    sol = cls().solve(lambda t, y: -k * y + math.sin(t), np.ones(3), 0.0, 10.0, T_OUT, **kw)
+    assert isinstance(sol.ys, np.ndarray) and sol.ys.shape == (T_OUT.size, 3)
+    assert (sol.n_steps, sol.n_rejected, sol.n_rhs) == (ref.n_steps, ref.n_rejected, ref.n_rhs)
+    np.testing.assert_allclose(sol.ys, ref.ys.numpy(), rtol=1e-13, atol=1e-15)  # same arithmetic up to summation order
+    assert np.abs(sol.ys - _forced_exact(T_OUT).numpy()).max() < 1e-7
+
+
+def test_numpy_backend_batch_shapes_and_max_norm() -> None:
+    # (S, N) state as the engine uses it; one fast patient sets the shared step
+    k = np.array([[0.01] * 99 + [8.0], [0.5] * 100])
+    sol = Dopri5().solve(lambda t, y: -k * y, np.ones((2, 100)), 0.0, 2.0, [1.0, 2.0], rtol=1e-8, atol=1e-12)
+    assert sol.ys.shape == (2, 2, 100)
+    np.testing.assert_allclose(sol.ys, np.exp(-np.array([1.0, 2.0])[:, None, None] * k), rtol=1e-7, atol=1e-10)

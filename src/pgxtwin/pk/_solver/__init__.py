@@ -1,4 +1,4 @@
-"""Batched adaptive explicit Runge–Kutta solvers on torch tensors (see ``base.py`` for the design)."""
+"""Batched adaptive explicit Runge–Kutta solvers on torch tensors or numpy arrays (see ``base.py`` for the design)."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, TypeAlias
+from typing import Any, ClassVar, TypeAlias
 
 import numpy as np
 import torch
@@ -135,6 +135,9 @@ class Model(ABC):
     analytes: tuple[str, ...]
     #: names of the ODE states (amounts in mg for PK compartments)
     state_names: tuple[str, ...]
+    #: ``rhs`` uses only operators valid on numpy arrays too: the solver may then run it in numpy
+    #: (lower per-call overhead) when no gradient is needed
+    numpy_rhs: ClassVar[bool] = False
 
     @property
     @abstractmethod

@@ -21,6 +21,9 @@ class MichaelisMenten(NonlinearPKModel):
 
     analytes = ("parent",)
     state_names = ("central",)
+    #: rhs and elimination_rate are plain arithmetic, valid on numpy arrays too: the ODE path runs in
+    #: numpy when no gradient is needed (see pk/_ode.py). A subclass using torch functions there must reset it.
+    numpy_rhs = True
 
     @property
     def parameters(self) -> tuple[ParamSpec, ...]:
