@@ -465,10 +465,14 @@ def report(
 def _register_subcommands() -> None:
     from .cli_import import export, import_bundle
     from .cli_population import population
+    from .cli_procova import analyse
     from .cli_serve import serve
+    from .cli_trial import trial_app
     from .cli_twin import twin_app
 
+    trial_app.command("analyse")(analyse)
     app.add_typer(twin_app, name="twin")
+    app.add_typer(trial_app, name="trial")
     app.command()(population)
     app.command()(serve)
     app.command("import")(import_bundle)
