@@ -35,6 +35,10 @@ demo: $(STAMP)
 	$(DEMO_TWIN) evaluate demo-001
 	$(DEMO_TWIN) history demo-001
 	PGXTWIN_DATABASE_URL=sqlite:///$(DEMO_OUT)/twin.db $(VENV)/bin/pgxtwin report demo-001 -o $(DEMO_OUT)/report.html --plots $(DEMO_OUT)/plots
+	# populations: a virtual cohort, an in-silico trial of dosing strategies, a twin-adjusted (PROCOVA) analysis
+	$(VENV)/bin/pgxtwin population --n 20000 --mix european=0.6,east_asian=0.4 --seed 7 -o $(DEMO_OUT)/population.parquet
+	$(VENV)/bin/pgxtwin trial run examples/trial_escitalopram.yaml -o $(DEMO_OUT)/trial --workers 2
+	$(VENV)/bin/pgxtwin trial analyse examples/procova_trial.csv --drug clopidogrel --dose "75 mg" --every 24h --metric auc_tau --analyte clopidogrel-H4 --log
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -143,6 +143,8 @@ PAIRS: list = [
     # --- CYP2B6 / efavirenz (CPIC Desta 2019) ---
     Pair("efavirenz", "CYP2B6", "Intermediate Metabolizer", "*1/*6"),
     Pair("efavirenz", "CYP2B6", "Poor Metabolizer", "*6/*6"),
+    # --- TPMT / mercaptopurine (CPIC 2018: IM 30-80% of the normal starting dose; Hawwa 2008 6-TGN x2.56) ---
+    Pair("mercaptopurine", "TPMT", "Intermediate Metabolizer", "Intermediate Metabolizer"),
 ]
 
 # Pairs without a numeric adjustment (standard dose, avoid, or no model factor): shown in the
@@ -167,7 +169,6 @@ CONTEXT: list[Pair] = [
 
 # Drugs named in the cross-check (or with numeric CPIC adjustments) that are not cross-checked.
 NOT_CHECKED: dict[str, str] = {
-    "mercaptopurine": "not in the drug library (TPMT/NUDT15: 30-80% of normal dose, 10-fold reduction for PM)",
     "thioguanine": "not in the drug library (TPMT/NUDT15 thiopurine dose reductions)",
     "azathioprine": "not in the drug library (TPMT/NUDT15 thiopurine dose reductions)",
     "capecitabine": "not in the drug library (DPYD: reduce starting dose by 50%; fluorouracil is checked)",
@@ -304,7 +305,9 @@ def test_documented_disagreements_quote_current_numbers():
 # the model multiple is what it claims to be
 
 
-@pytest.mark.parametrize("pair", [_unwrap(p) for p in PAIRS if _unwrap(p).drug != "phenytoin"], ids=lambda p: p.id)
+# phenytoin is nonlinear; mercaptopurine's TPMT effect is on 6-TGN formation, not on a clearance
+@pytest.mark.parametrize("pair", [_unwrap(p) for p in PAIRS if _unwrap(p).drug not in ("phenytoin", "mercaptopurine")],
+                         ids=lambda p: p.id)
 def test_multiple_is_the_clearance_ratio_for_linear_drugs(pair: Pair):
     model = drug_model(pair.drug)
     cl_test = model.individualise(_patient(pair.gene, pair.test)).parameters["cl"]

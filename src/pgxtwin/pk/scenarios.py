@@ -33,11 +33,11 @@ def resolve_dose_mg(model: DrugModel, text: str, patient: PatientFactors) -> flo
     if dose.basis is DoseBasis.PER_M2 and patient.bsa_m2 is None:
         raise PgxInputError(f"--dose {text!r} is per m²: give --weight and --height")
     mg = dose.to_mg(weight_kg=patient.weight_kg, bsa_m2=patient.bsa_m2)
-    limit = model.drug.dosing.max_single_dose_mg
-    if mg > IMPLAUSIBLE_FACTOR * limit.value:
+    limit = model.drug.dosing.max_single_mg(patient.weight_kg)
+    if limit is not None and mg > IMPLAUSIBLE_FACTOR * limit[0]:
         raise PgxInputError(
             f"--dose {text!r} ({mg:g} mg) is implausible for {model.drug.name}: the maximum single dose is"
-            f" {limit.value:g} mg ({limit.source})"
+            f" {limit[0]:g} mg ({limit[1]})"
         )
     return mg
 

@@ -190,12 +190,12 @@ def _check_dose(spec: TrialSpec, source: str, i: int, drug: str) -> None:
         dose = parse_dose(arm.dose)
     except ValueError as exc:
         raise _fail(source, f"arms[{i}].dose", str(exc)) from None
-    limit = drug_model(drug).drug.dosing.max_single_dose_mg
     reference = PatientFactors(weight_kg=70.0, height_cm=170.0)
+    limit = drug_model(drug).drug.dosing.max_single_mg(reference.weight_kg)
     mg = dose.to_mg(weight_kg=reference.weight_kg, bsa_m2=reference.bsa_m2)
-    if mg > IMPLAUSIBLE_FACTOR * limit.value:
+    if limit is not None and mg > IMPLAUSIBLE_FACTOR * limit[0]:
         raise _fail(source, f"arms[{i}].dose", f"{arm.dose!r} is implausible for {drug}: the maximum single dose is"
-                                              f" {limit.value:g} mg ({limit.source})")
+                                              f" {limit[0]:g} mg ({limit[1]})")
 
 
 def _check_genotype_coverage(plan: TrialPlan, key: str, drug: str, mix_groups: tuple[str, ...], allowed) -> None:

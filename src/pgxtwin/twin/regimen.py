@@ -170,11 +170,13 @@ def _log_distance(value: float, target: Target) -> float:
     return abs(np.log(value) - np.log(bound)) if bound > 0 else float("inf")
 
 
-def candidate_regimens(model: DrugModel) -> list[tuple[float, float]]:
-    """(dose mg, interval h) pairs from the library's strengths, within the labelled maxima."""
+def candidate_regimens(model: DrugModel, weight_kg: float | None = None) -> list[tuple[float, float]]:
+    """(dose mg, interval h) pairs from the library's strengths, within the labelled maxima (a
+    per-kg maximum needs ``weight_kg``; without it only the strengths bound the doses)."""
     dosing = model.drug.dosing
     doses = sorted({s * k for s in dosing.strengths_mg for k in (1, 2)})
-    max_single = dosing.max_single_dose_mg.value
+    limit = dosing.max_single_mg(weight_kg)
+    max_single = float("inf") if limit is None else limit[0]
     max_daily = dosing.max_daily_dose_mg.value if dosing.max_daily_dose_mg else float("inf")
     out = []
     for dose in doses:
@@ -207,7 +209,7 @@ def choose_regimen(
     standard_daily = resolve_dose_mg(model, standard.dose, _with_body_size(patient)) * 24.0 / standard.interval_h
     outcomes = []
     curves = {}
-    for dose, tau in candidate_regimens(model):
+    for dose, tau in candidate_regimens(model, patient.weight_kg):
         values, times, conc = _steady_state_metric(model, parameter_draws, dose, tau, target.metric, target.analyte)
         pta = attainment(values, target)
         q = np.quantile(values, [0.05, 0.5, 0.95])

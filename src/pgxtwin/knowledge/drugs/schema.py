@@ -132,11 +132,32 @@ class Regimen(_Strict):
 
 
 class Dosing(_Strict):
+    """Labelled dosing.  The maximum single dose is absolute (mg) or, where the label doses by
+    weight without an absolute cap, per kg (``max_single_dose_mg_per_kg``): exactly one is given."""
+
     standard: Regimen
     strengths_mg: list[float] = Field(min_length=1)
     intervals_h: list[float] = Field(min_length=1)
-    max_single_dose_mg: Sourced
+    max_single_dose_mg: Sourced | None = None
+    max_single_dose_mg_per_kg: Sourced | None = None
     max_daily_dose_mg: Sourced | None = None
+
+    @model_validator(mode="after")
+    def _one_maximum(self) -> "Dosing":
+        if (self.max_single_dose_mg is None) == (self.max_single_dose_mg_per_kg is None):
+            raise ValueError("give exactly one of max_single_dose_mg or max_single_dose_mg_per_kg")
+        return self
+
+    def max_single_mg(self, weight_kg: float | None) -> tuple[float, str] | None:
+        """The maximum single dose in mg for a patient of ``weight_kg`` and its source; None when
+        the maximum is per kg and the weight is unknown (nothing to compare with)."""
+        if self.max_single_dose_mg is not None:
+            return self.max_single_dose_mg.value, self.max_single_dose_mg.source
+        per_kg = self.max_single_dose_mg_per_kg
+        assert per_kg is not None
+        if weight_kg is None:
+            return None
+        return per_kg.value * weight_kg, f"{per_kg.value:g} mg/kg x {weight_kg:g} kg; {per_kg.source}"
 
 
 class Drug(_Strict):
