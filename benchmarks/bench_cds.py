@@ -1,7 +1,7 @@
 """CDS Hooks order-sign latency under load: prints figures, asserts nothing.
 
-Starts the service in a subprocess (uvicorn on ``create_app``, as ``pgxtwin serve`` runs it;
-``--workers`` processes) with a temporary SQLite store holding a few twins (CYP2C19 *1/*1, *1/*2,
+Starts the service in a subprocess (uvicorn on ``create_app``, as ``pgxtwin serve --workers N``
+runs it) with a temporary SQLite store holding a few twins (CYP2C19 *1/*1, *1/*2,
 *2/*2, *1/*17; CYP2D6 and CYP2C9 calls; weight, age, creatinine) and a temporary trusted CDS client
 key.  This process then drives ``POST /cds-services/pgx-order-sign`` on loopback from ``--clients``
 concurrent clients for ``--seconds``: threads with one keep-alive ``http.client`` connection each
@@ -14,7 +14,11 @@ p50/p95/p99 latency, throughput and errors.  Target: p95 < 150 ms with 50 client
 Before measuring, one request per (twin, order) warms the service's per-(twin version, drug, dose)
 assessment cache (the twin state is immutable per version), as a running service is warm.
 
-Run: .venv/bin/python benchmarks/bench_cds.py [--seconds 30] [--clients 50] [--alg ES384|RS384] [--workers 1]
+Each client JWT's ``jti`` is claimed in the store (``seen_tokens``, shared by the worker processes)
+before the call is answered.  ``--workers 1 2`` (the default) measures one process, then two, each
+on a fresh service and store.
+
+Run: .venv/bin/python benchmarks/bench_cds.py [--seconds 30] [--clients 50] [--alg ES384|RS384] [--workers 1 2]
 """
 
 from __future__ import annotations
@@ -215,6 +219,28 @@ def drive(base: str, key: Any, alg: str, ids: list[str], seconds: float, clients
     return latencies, cards[0], errors
 
 
+def measure(args: argparse.Namespace, key: Any, workers: int) -> None:
+    """One service with ``workers`` processes on a fresh store, driven and reported."""
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, base, ids = start_server(Path(tmp), key, args.alg, args.twins, workers)
+        try:
+            t0 = time.perf_counter()
+            latencies, cards, errors = drive(base, key, args.alg, ids, args.seconds, args.clients, workers)
+            wall = time.perf_counter() - t0
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    ms = np.asarray(latencies) * 1000.0
+    p50, p95, p99 = np.percentile(ms, [50, 95, 99]) if len(ms) else (float("nan"),) * 3
+    print(f"order-sign, {args.clients} clients, {args.seconds:g} s ({wall:.1f} s with warm-up), {len(ids)} twins,"
+          f" {args.alg} client JWTs, {workers} service worker process(es)")
+    print(f"requests: {len(ms)} ({len(ms) / args.seconds:.0f}/s), cards returned: {cards}")
+    print(f"latency ms: p50 {p50:.1f}  p95 {p95:.1f}  p99 {p99:.1f}  max {ms.max() if len(ms) else float('nan'):.1f}")
+    print(f"errors: {sum(errors.values())}" + (f" {errors}" if errors else ""))
+    print(f"p95 < 150 ms and no errors (the target, at 50 clients): {'yes' if p95 < 150 and not errors else 'no'}",
+          flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0)
@@ -222,27 +248,13 @@ def main() -> None:
     parser.add_argument("--twins", type=int, default=8)
     parser.add_argument("--alg", choices=("ES384", "RS384"), default="ES384",
                         help="the CDS client's JWT algorithm (the sandbox signs ES384; RS384 is cheaper to verify)")
-    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes of the service")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                        help="uvicorn worker processes of the service; several values: one run each, in turn")
     args = parser.parse_args()
     key = make_key(args.alg)
-    with tempfile.TemporaryDirectory() as tmp:
-        proc, base, ids = start_server(Path(tmp), key, args.alg, args.twins, args.workers)
-        try:
-            t0 = time.perf_counter()
-            latencies, cards, errors = drive(base, key, args.alg, ids, args.seconds, args.clients, args.workers)
-            wall = time.perf_counter() - t0
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-    ms = np.asarray(latencies) * 1000.0
-    p50, p95, p99 = np.percentile(ms, [50, 95, 99]) if len(ms) else (float("nan"),) * 3
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
-    print(f"order-sign, {args.clients} clients, {args.seconds:g} s ({wall:.1f} s with warm-up), {len(ids)} twins,"
-          f" {args.alg} client JWTs, {args.workers} service worker process(es)")
-    print(f"requests: {len(ms)} ({len(ms) / args.seconds:.0f}/s), cards returned: {cards}")
-    print(f"latency ms: p50 {p50:.1f}  p95 {p95:.1f}  p99 {p99:.1f}  max {ms.max() if len(ms) else float('nan'):.1f}")
-    print(f"errors: {sum(errors.values())}" + (f" {errors}" if errors else ""))
-    print(f"p95 < 150 ms and no errors (the target, at 50 clients): {'yes' if p95 < 150 and not errors else 'no'}")
+    for workers in args.workers:
+        measure(args, key, workers)
 
 
 if __name__ == "__main__":

@@ -4,12 +4,16 @@ Configuration comes from the environment (``PGXTWIN_DATABASE_URL``, default the 
 file; ``PGXTWIN_OAUTH_ISSUERS``, ``PGXTWIN_CDS_CLIENTS``, ... see :mod:`pgxtwin.api.settings`).
 uvicorn's access log is off by default: request lines carry patient ids, and no patient data goes
 to the application log.  SIGTERM or Ctrl-C stops the service gracefully (running jobs finish).
+
+``--workers N`` runs N uvicorn worker processes on the same port (each builds the application from
+the environment, ``create_app`` as factory); they share the store, so what must hold across calls
+(idempotency keys, CDS cards, a CDS client ``jti`` accepted once) lives in the database.
 """
 
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -29,6 +33,7 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port")] = 8080,
     log_level: Annotated[LogLevel, typer.Option(help="uvicorn's log level")] = LogLevel.info,
     access_log: Annotated[bool, typer.Option(help="log each request line (paths carry patient ids)")] = False,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="uvicorn worker processes (they share the store)")] = 1,
 ) -> None:
     """Run the twin service: REST API, FHIR R4 and CDS Hooks 2.0 (OpenAPI at /docs)."""
     import uvicorn
@@ -45,4 +50,10 @@ def serve(
         app = create_app(settings)
     except SQLAlchemyError as exc:  # the URL may hold a password: name only the error type
         raise PgxInputError(f"cannot open the twin store at PGXTWIN_DATABASE_URL ({type(exc).__name__})") from None
-    uvicorn.run(app, host=host, port=port, log_level=log_level.value, access_log=access_log, lifespan="on")
+    options: dict[str, Any] = {"host": host, "port": port, "log_level": log_level.value, "access_log": access_log, "lifespan": "on"}
+    if workers == 1:
+        uvicorn.run(app, **options)
+        return
+    # the application above checked the settings and migrated the store once; each worker makes its own
+    app.state.twins.close()
+    uvicorn.run("pgxtwin.api.app:create_app", factory=True, workers=workers, **options)

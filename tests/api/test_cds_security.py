@@ -4,6 +4,10 @@ called, ``exp``/``iat``/``jti`` present, a ``jti`` once; otherwise 401 and no ca
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -151,3 +155,76 @@ def test_discovery_needs_a_token_too(clients: Clients) -> None:
 def test_conftest_client_is_trusted_by_the_shared_service(client: httpx.Client, service: Service) -> None:
     response = client.post(URL_PATH, json=BODY, headers=service.cds_headers("pgx-order-sign"))
     assert response.json() == {"cards": []}
+
+
+def test_a_token_is_accepted_once_across_two_applications_on_one_store(tmp_path: Path) -> None:
+    """Two service instances (as two worker processes are) on one SQLite file: a token used at one
+    is refused at the other, whichever comes first."""
+    first = Clients(tmp_path)
+    second_app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'twins.db'}", cds_clients=tmp_path / "cds.json",
+                                     public_url=first.public))
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(second_app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.time() + 20
+        while not server.started:
+            assert time.time() < deadline and thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.02)
+        second = f"http://127.0.0.1:{port}{URL_PATH}"
+        token = first.token()
+        assert first.post(token).status_code == 200
+        _refused(httpx.post(second, json=BODY, headers={"Authorization": f"Bearer {token}"}, timeout=30), "replayed")
+        other = first.token()
+        assert httpx.post(second, json=BODY, headers={"Authorization": f"Bearer {other}"}, timeout=30).status_code == 200
+        _refused(first.post(other), "replayed")
+    finally:
+        server.should_exit = first.server.should_exit = True
+        thread.join(timeout=10)
+        first.thread.join(timeout=10)
+
+
+def test_serve_with_two_workers_refuses_a_replayed_token(tmp_path: Path) -> None:
+    """``pgxtwin serve --workers 2`` as a process: a JWT replayed on fresh connections (which either
+    worker may accept) is refused every time after its first use."""
+    key = ec.generate_private_key(ec.SECP384R1())
+    (tmp_path / "cds.json").write_text(json.dumps([{"iss": CDS_ISS, "jwks": {"keys": [_jwk(key.public_key(), "cds-1", "ES384")]}}]))
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PGXTWIN_")}
+    env |= {"PGXTWIN_DATABASE_URL": f"sqlite:///{tmp_path / 'twins.db'}", "PGXTWIN_CDS_CLIENTS": str(tmp_path / "cds.json")}
+    command = [sys.executable, "-c", "import typer; from pgxtwin.cli_serve import serve; typer.run(serve)",
+               "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--workers", "2"]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}/cds-services"
+
+    def token() -> str:
+        now = int(time.time())
+        claims = {"iss": CDS_ISS, "sub": "ehr-client", "aud": url, "iat": now, "exp": now + 300, "jti": str(uuid.uuid4())}
+        return jwt.encode(claims, key, algorithm="ES384", headers={"kid": "cds-1"})
+
+    def get(jwt_: str) -> httpx.Response:  # a new connection each time: the kernel picks the worker
+        return httpx.get(url, headers={"Authorization": f"Bearer {jwt_}", "Connection": "close"}, timeout=30)
+
+    try:
+        deadline = time.time() + 60
+        while True:
+            assert proc.poll() is None, proc.communicate()[0]
+            assert time.time() < deadline, "pgxtwin serve --workers 2 did not start"
+            try:
+                if get(token()).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        for _ in range(3):
+            replayed = token()
+            assert get(replayed).status_code == 200
+            for _ in range(8):
+                _refused(get(replayed), "replayed")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -298,11 +298,11 @@ def test_refusals_for_unknown_twins_ids_and_versions(store_url: str) -> None:
 
 def test_migrations_match_the_models_and_are_idempotent(store_url: str) -> None:
     first = TwinStore(store_url)
-    assert first.schema_revision == "0002"  # the head: service tables (0002) on the twins (0001)
+    assert first.schema_revision == "0003"  # the head: seen tokens (0003), service tables (0002), twins (0001)
     second = TwinStore(store_url)  # the migrations run again on open: nothing to do
     with second.engine.connect() as conn:
         diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0003"
     assert diffs == []
     first.close()
     second.close()

@@ -173,3 +173,14 @@ class CdsCard(Base):
     rule: Mapped[str] = mapped_column(String(200), nullable=False)
     patient_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+
+
+class SeenToken(Base):
+    """A CDS client JWT already accepted: its (issuer, jti) until the token expires (replay refusal
+    shared by every service process)."""
+
+    __tablename__ = "seen_tokens"
+
+    iss: Mapped[str] = mapped_column(String(1000), primary_key=True)
+    jti: Mapped[str] = mapped_column(String(255), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False, index=True)

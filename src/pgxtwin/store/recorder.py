@@ -1,11 +1,15 @@
-"""What a CDS call writes, with group commit: the audit entry of its twin read and its cards' rules.
+"""What a CDS call writes, with group commit: the claim of its client JWT's ``jti``, the audit entry
+of its twin read and its cards' rules.
 
 Under load, one write transaction per record serialises every call on the database's commit
 (SQLite: an fsync each, ``synchronous=FULL``; with concurrent writers also the busy-handler's
 sleeps).  Here the calls waiting to write share one transaction: the first waiting call writes the
 records of every call queued so far, the others wait for that commit, so a call still returns only
 after its records are durable.  The rows are those ``TwinStore.state_at`` (audit entry
-``read_state``) and ``ServiceStore.record_card`` write one by one.
+``read_state``) and ``ServiceStore.record_card`` write one by one, and the ``seen_tokens`` claims
+of :func:`~pgxtwin.store.service.claim_tokens`: a call claims its token (and learns whether it was
+seen before) in a batch committed before the call goes on.  One group commit serves every recorder
+and claimer of an engine, so a process has one stream of write transactions.
 
 The twin read itself: a twin at a version never changes, so a state read once (through the audited
 ``TwinStore.state_at``) is kept per (patient, version); later reads check the current version and
@@ -14,43 +18,60 @@ record their audit entry here.
 
 from __future__ import annotations
 
+import os
 import threading
+import time
+import weakref
+from contextlib import AbstractContextManager, nullcontext
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import Engine, insert
 
 from .engine import WRITE
 from .models import AuditEntry, CdsCard
 from .repository import TwinStore
+from .service import PRUNE_EVERY_S, check_token_id, claim_tokens
 from ..twin.state import TwinState
 
-__all__ = ["GroupCommit", "Recorder"]
+try:
+    import fcntl
+except ImportError:  # Windows: SQLite's busy handler alone orders the processes
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["GroupCommit", "Recorder", "claim_token", "group_commit"]
+
+Claim = tuple[str, str, datetime]  # (iss, jti, expires_at) of a client JWT
+# write(audit, cards) -> None, or with token claims in the batch write(audit, cards, claims) -> won per claim
+Write = Callable[..., list[bool] | None]
 
 
 @dataclass
 class _Ticket:
     audit: list[dict[str, Any]]
     cards: list[dict[str, Any]]
+    claims: list[Claim]
+    claimed: list[bool] = field(default_factory=list)
     done: bool = False
     error: BaseException | None = field(default=None)
 
 
 class GroupCommit:
     """Leader/follower group commit: ``submit`` returns once its rows are committed (or raises the
-    batch's error)."""
+    batch's error), with whether each of its token claims was won."""
 
-    def __init__(self, write: Callable[[list[dict[str, Any]], list[dict[str, Any]]], None]) -> None:
+    def __init__(self, write: Write) -> None:
         self._write = write
         self._cond = threading.Condition()
         self._queue: list[_Ticket] = []
         self._busy = False
 
-    def submit(self, audit: list[dict[str, Any]], cards: list[dict[str, Any]]) -> None:
-        ticket = _Ticket(audit, cards)
+    def submit(self, audit: list[dict[str, Any]], cards: list[dict[str, Any]],
+               claims: list[Claim] | None = None) -> list[bool]:
+        ticket = _Ticket(audit, cards, claims or [])
         with self._cond:
             self._queue.append(ticket)
             while self._busy and not ticket.done:
@@ -58,20 +79,102 @@ class GroupCommit:
             if ticket.done:
                 if ticket.error is not None:
                     raise ticket.error
-                return
+                return ticket.claimed
             batch, self._queue, self._busy = self._queue, [], True
         error: BaseException | None = None
+        claimed: list[bool] = []
         try:
-            self._write([a for t in batch for a in t.audit], [c for t in batch for c in t.cards])
+            rows = [a for t in batch for a in t.audit], [c for t in batch for c in t.cards]
+            claims = [c for t in batch for c in t.claims]
+            claimed = (self._write(*rows, claims) if claims else self._write(*rows)) or []
         except BaseException as exc:  # noqa: BLE001 - handed to every call of the batch, then re-raised
             error = exc
         with self._cond:
+            start = 0
             for t in batch:
                 t.done, t.error = True, error
+                if error is None:
+                    t.claimed, start = claimed[start:start + len(t.claims)], start + len(t.claims)
             self._busy = False
             self._cond.notify_all()
         if error is not None:
             raise error
+        return ticket.claimed
+
+
+class _EngineWriter:
+    """The one batch write of an engine: token claims first (a later claim of the same jti in the
+    batch loses), then audit and card rows, in one transaction; expired claims pruned now and then."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = weakref.ref(engine)
+        self._pruned_at = 0.0  # time.monotonic() of the last pruning; only the batch leader writes it
+        # SQLite: the batch leaders of several processes (``serve --workers``) queue on a blocking file
+        # lock, woken as soon as it is free, rather than in SQLite's busy handler, which polls with
+        # sleeps growing to 100 ms and so leaves a waiting process's batch behind for up to seconds
+        database = engine.url.database if engine.dialect.name == "sqlite" else None
+        self._lock_path = f"{database}.group-commit-lock" if database else None
+
+    def _between_processes(self) -> AbstractContextManager[object]:
+        return nullcontext() if self._lock_path is None or fcntl is None else _FileLock(self._lock_path)
+
+    def __call__(self, audit: list[dict[str, Any]], cards: list[dict[str, Any]],
+                 claims: list[Claim] | None = None) -> list[bool]:
+        engine = self._engine()
+        assert engine is not None  # the engine outlives the calls that use it
+        prune = bool(claims) and time.monotonic() - self._pruned_at > PRUNE_EVERY_S
+        claimed: list[bool] = []
+        with self._between_processes(), engine.connect() as conn:
+            conn.execution_options(**{WRITE: True})
+            with conn.begin():
+                if claims:
+                    claimed = claim_tokens(conn, claims, prune=prune)
+                if audit:
+                    conn.execute(insert(AuditEntry), audit)
+                if cards:
+                    conn.execute(insert(CdsCard), cards)
+        if prune:
+            self._pruned_at = time.monotonic()
+        return claimed
+
+
+class _FileLock:
+    """An exclusive ``flock`` on a file beside the database, held for one batch write."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._fd = -1
+
+    def __enter__(self) -> None:
+        self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self._fd)  # closing releases the lock
+
+
+_commits: weakref.WeakKeyDictionary[Engine, GroupCommit] = weakref.WeakKeyDictionary()
+_commits_lock = threading.Lock()
+
+
+def group_commit(engine: Engine) -> GroupCommit:
+    """The group commit shared by every recorder and token claim on ``engine`` (made on first use)."""
+    with _commits_lock:
+        commit = _commits.get(engine)
+        if commit is None:
+            commit = _commits[engine] = GroupCommit(_EngineWriter(engine))
+        return commit
+
+
+def claim_token(twins: TwinStore, iss: str, jti: str, expires_at: datetime) -> bool:
+    """Claim a client JWT's (iss, jti) until ``expires_at`` in the next group commit: False when it was
+    claimed before (a replay); ``ValueError`` for an over-long iss or jti."""
+    check_token_id(iss, jti)  # here, not in the batch: one bad token must not fail the others' commit
+    return group_commit(twins.engine).submit([], [], [(iss, jti, expires_at)])[0]
 
 
 class Recorder:
@@ -82,16 +185,7 @@ class Recorder:
         self._states: OrderedDict[tuple[str, int], TwinState] = OrderedDict()
         self._max = max_states
         self._lock = threading.Lock()
-        self._commit = GroupCommit(self._write)
-
-    def _write(self, audit: list[dict[str, Any]], cards: list[dict[str, Any]]) -> None:
-        with self.twins.engine.connect() as conn:
-            conn.execution_options(**{WRITE: True})
-            with conn.begin():
-                if audit:
-                    conn.execute(insert(AuditEntry), audit)
-                if cards:
-                    conn.execute(insert(CdsCard), cards)
+        self._commit = group_commit(twins.engine)
 
     def read_twin(self, patient_id: str, *, actor: str, entry_point: str) -> tuple[TwinState, dict[str, Any] | None]:
         """The twin's current state and the audit row still to record (None when ``state_at`` recorded

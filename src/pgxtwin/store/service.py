@@ -5,6 +5,7 @@ migrations); none of them is patient state, which lives only in the append-only 
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,16 +13,19 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from .engine import WRITE
-from .models import CdsCard, CdsFeedback, IdempotentResponse, Job
+from .models import CdsCard, CdsFeedback, IdempotentResponse, Job, SeenToken
 from .repository import TwinStore
 
-__all__ = ["FeedbackSummary", "JobRecord", "ServiceStore", "StoredResponse"]
+__all__ = ["FeedbackSummary", "JobRecord", "ServiceStore", "StoredResponse", "check_token_id", "claim_tokens"]
 
 JOB_STATES = ("queued", "running", "succeeded", "failed")
+PRUNE_EVERY_S = 60.0  # expired seen-token rows are deleted at most this often (per process)
+MAX_ISS, MAX_JTI = 1000, 255  # the seen_tokens columns' width
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,7 @@ class ServiceStore:
 
     def __init__(self, twins: TwinStore) -> None:
         self.engine = twins.engine
+        self._pruned_at = 0.0  # time.monotonic() of the last deletion of expired seen tokens
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
@@ -167,3 +172,50 @@ class ServiceStore:
         for name, outcome, n in rows:
             counts.setdefault(name, {"accepted": 0, "overridden": 0})[outcome] = int(n)
         return [FeedbackSummary(name, c["accepted"], c["overridden"]) for name, c in sorted(counts.items())]
+
+    # --- CDS client JWTs seen (replay refusal across service processes)
+    def claim_token(self, iss: str, jti: str, expires_at: datetime) -> bool:
+        """Record the token (``iss``, ``jti``) as used until ``expires_at``; False when it was used
+        before and has not expired (a replay).  See :meth:`claim_tokens`."""
+        return self.claim_tokens([(iss, jti, expires_at)])[0]
+
+    def claim_tokens(self, tokens: list[tuple[str, str, datetime]]) -> list[bool]:
+        """Claim several tokens in one transaction (one commit): per token, True when this call
+        claimed it, False when it is held by an earlier claim (or an earlier entry of ``tokens``).
+        See :func:`claim_tokens`; expired rows are deleted every ``PRUNE_EVERY_S`` (per instance)."""
+        prune = time.monotonic() - self._pruned_at > PRUNE_EVERY_S
+        with self._write() as conn:
+            claimed = claim_tokens(conn, tokens, prune=prune)
+        if prune:
+            self._pruned_at = time.monotonic()
+        return claimed
+
+
+def claim_tokens(conn: Connection, tokens: list[tuple[str, str, datetime]], *, prune: bool = False) -> list[bool]:
+    """In ``conn``'s write transaction, claim each (iss, jti, expires_at): True when claimed here,
+    False when an unexpired claim holds it (a replay).
+
+    A row whose token has expired is taken over (the ``jti`` may come again with a new token);
+    ``prune`` also deletes the expired rows.  ``iss`` and ``jti`` longer than the columns raise
+    ``ValueError`` before anything is written (truncating could merge two tokens).
+    """
+    for iss, jti, _ in tokens:
+        check_token_id(iss, jti)
+    now = _now()
+    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
+    claimed = []
+    for iss, jti, expires_at in tokens:
+        stmt = dialect.insert(SeenToken).values(iss=iss, jti=jti, expires_at=expires_at)
+        stmt = stmt.on_conflict_do_update(index_elements=["iss", "jti"], set_={"expires_at": stmt.excluded.expires_at},
+                                          where=SeenToken.expires_at < now)
+        # a row comes back when inserted or taken over (rowcount is -1 for this statement on psycopg)
+        claimed.append(conn.execute(stmt.returning(SeenToken.jti)).first() is not None)
+    if prune:
+        conn.execute(delete(SeenToken).where(SeenToken.expires_at < now))
+    return claimed
+
+
+def check_token_id(iss: str, jti: str) -> None:
+    """``ValueError`` when ``iss`` or ``jti`` is wider than its ``seen_tokens`` column."""
+    if len(iss) > MAX_ISS or len(jti) > MAX_JTI:
+        raise ValueError(f"token issuer over {MAX_ISS} or jti over {MAX_JTI} characters")

@@ -6,21 +6,29 @@ it as ``Authorization: Bearer <jwt>``.  Its ``iss`` must be on the allow-list
 the issuer's configured ``jwks_url``), ``aud`` must be the URL called (``settings.public_url`` +
 path behind a proxy), ``exp``/``iat``/``jti`` are required and a ``jti`` is accepted once.
 Any failure is a 401 and no card.
+
+"Once" holds across service processes (``pgxtwin serve --workers N``): each accepted (iss, jti) is
+claimed in the store's ``seen_tokens`` table, committed before the call goes on (in the process's
+group commit with the CDS audit and card rows, :mod:`pgxtwin.store.recorder`); the per-process
+cache in front of it refuses a replay to the same process without a database round trip.
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from fastapi import HTTPException, Request
 
+from ...store.recorder import claim_token
 from ..keys import ReplayCache, TokenError, verify_token
 
 __all__ = ["CDS_ALGORITHMS", "CdsClient", "cds_client"]
 
 CDS_ALGORITHMS = ("ES384", "RS384")
 REQUIRED_CLAIMS = ("iss", "aud", "exp", "iat", "jti")
+LEEWAY_S = 30.0  # clock skew allowed on exp/iat (s); a jti is held until exp + this
 _replay_lock = threading.Lock()
 
 
@@ -73,8 +81,16 @@ def cds_client(request: Request) -> CdsClient:
         raise _unauthorized("no CDS client is trusted by this server (PGXTWIN_CDS_CLIENTS)")
     try:
         claims = verify_token(token.strip(), issuers, audience=audience(request), algorithms=CDS_ALGORITHMS,
-                              require=REQUIRED_CLAIMS, replay=_replay_cache(request))
+                              require=REQUIRED_CLAIMS, replay=_replay_cache(request), leeway_s=LEEWAY_S)
     except TokenError as exc:
         raise _unauthorized(f"invalid CDS client JWT: {exc}") from None
+    # the in-process cache saw this jti first; the store tells whether another process did
+    expires_at = datetime.fromtimestamp(float(claims["exp"]) + LEEWAY_S, timezone.utc)
+    try:
+        claimed = claim_token(request.app.state.twins, str(claims["iss"]), str(claims["jti"]), expires_at)
+    except ValueError as exc:
+        raise _unauthorized(f"invalid CDS client JWT: {exc}") from None
+    if not claimed:
+        raise _unauthorized("invalid CDS client JWT: token replayed (jti seen before)")
     sub, tenant = claims.get("sub"), claims.get("tenant")
     return CdsClient(str(claims["iss"]), None if sub is None else str(sub), None if tenant is None else str(tenant))
