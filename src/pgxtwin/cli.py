@@ -22,9 +22,10 @@ from rich.table import Table
 from .atomic import atomic_write
 from .cli_common import (
     AgeOpt, CrclOpt, DiplotypeOpt, GenotypeOpt, HeightOpt, JsonOpt, PhenotypeOpt, SexOpt, WeightOpt, WithOpt,
-    known_drug, err_console, fail, out_console,
+    err_console, fail, out_console,
 )
 from .errors import PgxInputError
+from .knowledge.drugs import resolve_drug
 
 if TYPE_CHECKING:
     from .genomics.result import CallResult
@@ -263,7 +264,7 @@ def simulate(
 
     from .pk.scenarios import parse_every, simulate_regimen
 
-    name = known_drug(drug)
+    name = resolve_drug(drug)
     patient = _patient(_load_call(genotype), phenotype, diplotype, weight, height, age, sex, crcl, with_)
     grid = None
     if times is not None:
@@ -365,7 +366,7 @@ def estimate(
     """Bayesian (MAP + Laplace) individual parameters from measured levels; predicts the next trough."""
     from .twin.estimation import estimate as run_estimate, read_doses_csv, read_observations_csv
 
-    name = known_drug(drug)
+    name = resolve_drug(drug)
     patient = _patient(_load_call(genotype), phenotype, diplotype, weight, height, age, sex, crcl, with_)
     dose_rows = read_doses_csv(doses)
     obs_rows = read_observations_csv(observations, dose_rows)
@@ -410,7 +411,7 @@ def exposure_ratio_cmd(
         fail(f"--metric {metric!r}: expected auc, cl, css, cmax or cmin")
     if design not in ("single_dose", "steady_state"):
         fail(f"--design {design!r}: expected single_dose or steady_state")
-    name = known_drug(drug)
+    name = resolve_drug(drug)
     try:
         result = exposure_ratio(
             name, gene.upper(), test, reference, metric=metric, analyte=analyte, design=design,  # type: ignore[arg-type]

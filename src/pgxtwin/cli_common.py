@@ -10,7 +10,6 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from .errors import PgxInputError
 
 err_console = Console(stderr=True)
 # tables stay readable when piped (Rich would otherwise wrap at 80 columns)
@@ -34,15 +33,5 @@ SexOpt = Annotated[Optional[str], typer.Option("--sex", help="F or M")]
 CrclOpt = Annotated[Optional[float], typer.Option("--crcl", help="creatinine clearance, mL/min")]
 WithOpt = Annotated[Optional[list[str]], typer.Option("--with", help="co-medication (repeatable)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
-
-
-def known_drug(name: str) -> str:
-    """Library name of a drug, or a one-line error suggesting the nearest names."""
-    from .knowledge.drugs import UnknownDrug, resolve_drug
-
-    try:
-        return resolve_drug(name)
-    except UnknownDrug as exc:
-        raise PgxInputError(str(exc)) from None
 
 

@@ -13,7 +13,8 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from .cli_common import AgeOpt, HeightOpt, JsonOpt, SexOpt, WeightOpt, known_drug, fail, out_console
+from .knowledge.drugs import resolve_drug
+from .cli_common import AgeOpt, HeightOpt, JsonOpt, SexOpt, WeightOpt, fail, out_console
 from .errors import PgxInputError
 from .twin import workflow
 
@@ -46,9 +47,7 @@ def _write(patient_id: str, events: list[dict[str, Any]], *, create: bool = Fals
     try:
         state = store.create_twin(patient_id) if create else store.state_at(patient_id)
         parsed = workflow.validate_events(state, events)
-        for event in parsed:
-            state = store.append(patient_id, event, state.version)
-        return state
+        return store.append_all(patient_id, parsed, state.version) if parsed else state
     except StoreError as exc:
         raise PgxInputError(str(exc)) from None
     finally:
@@ -171,7 +170,7 @@ def medicate(
     from .pk.drug_model import drug_model
     from .pk.scenarios import parse_every, resolve_dose_mg
 
-    name = known_drug(drug)
+    name = resolve_drug(drug)
     tau = parse_every(every)
     amount = resolve_dose_mg(drug_model(name), dose, _patient_now(patient_id))
     first = _when(start, "--start")
@@ -199,7 +198,7 @@ def observe(
     lloq: Annotated[Optional[float], typer.Option(help="limit of quantification (same unit)")] = None,
 ) -> None:
     """Record a measured drug level."""
-    name = known_drug(drug)
+    name = resolve_drug(drug)
     if hours_after_first_dose is not None:
         state = _read(patient_id)
         first = state.first_dose_time(name)
@@ -264,7 +263,7 @@ def evaluate_twin(
     if drug is not None:
         if dose is None:
             fail("--dose is required with --drug")
-        todo = [(known_drug(drug), dose, parse_every(every))]
+        todo = [(resolve_drug(drug), dose, parse_every(every))]
     else:
         todo = workflow.current_regimens(state)
         if not todo:
@@ -282,7 +281,7 @@ def evaluate_twin(
 @twin_app.command("recommend")
 def recommend(patient_id: PatientArg, drug: Annotated[str, typer.Option(help="drug name")], as_json: JsonOpt = False) -> None:
     """The regimen with the highest probability of target attainment for this patient."""
-    name = known_drug(drug)
+    name = resolve_drug(drug)
     state = _read(patient_id)
     choice, notes = workflow.recommend(state, name)
     if as_json:

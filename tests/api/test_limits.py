@@ -43,3 +43,13 @@ def test_token_bucket_refills() -> None:
     now[0] += 1.0  # one token per second
     assert limiter._take("c") == 0
     assert limiter._take("other") == 0  # per client
+
+
+def test_oauth_issuers_without_an_audience_refuse_to_start(tmp_path) -> None:
+    from pgxtwin.api.app import create_app
+    from pgxtwin.api.settings import Settings
+    from pgxtwin.errors import PgxInputError
+
+    (tmp_path / "issuers.json").write_text('[{"iss": "https://auth/", "jwks": {"keys": []}}]')
+    with pytest.raises(PgxInputError, match="PGXTWIN_OAUTH_AUDIENCE"):
+        create_app(Settings(database_url=f"sqlite:///{tmp_path / 't.db'}", oauth_issuers=tmp_path / "issuers.json"))

@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import logging
+
 from fastapi import FastAPI
 
 from .. import __version__
+from ..errors import PgxInputError
 from ..store.repository import TwinStore
 from ..store.service import ServiceStore
 from .cds.routes import router as cds_router
@@ -23,9 +26,16 @@ from .problems import install_error_handlers
 from .rest import router as rest_router
 from .settings import Settings
 
+log = logging.getLogger("pgxtwin.api")
+
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
+    if settings.oauth_issuers and not settings.oauth_audience:
+        # without an audience, a token a trusted issuer minted for another service would be accepted
+        raise PgxInputError("PGXTWIN_OAUTH_AUDIENCE: required when PGXTWIN_OAUTH_ISSUERS is set")
+    if settings.cds_clients and not settings.public_url:
+        log.warning("PGXTWIN_PUBLIC_URL is not set: CDS JWTs' aud is checked against the URL as the request states it")
     twins = TwinStore(settings.database_url, entry_point="api", actor="pgxtwin-service")
     oauth = TrustedIssuers.from_file(settings.oauth_issuers) if settings.oauth_issuers else None
     cds_clients = (TrustedIssuers.from_file(settings.cds_clients, fetch_timeout_s=settings.fhir_timeout_s)

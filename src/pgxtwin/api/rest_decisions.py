@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
-from ..cli_common import known_drug
+from ..knowledge.drugs import resolve_drug
 from ..errors import PgxInputError
 from ..store.repository import TwinStore
 from ..twin import workflow
@@ -39,7 +39,7 @@ def _evaluate(state: TwinState, prescriptions: list[PrescriptionIn]) -> list[dic
     from ..pk.scenarios import parse_every
 
     if prescriptions:
-        todo = [(known_drug(p.drug), p.dose, parse_every(p.every)) for p in prescriptions]
+        todo = [(resolve_drug(p.drug), p.dose, parse_every(p.every)) for p in prescriptions]
     else:
         todo = workflow.current_regimens(state)
         if not todo:
@@ -94,7 +94,7 @@ def recommend(patient_id: PatientIdPath, request: Request,
               principal: Principal = Depends(require("read")), twins: TwinStore = Depends(twin_store)) -> Response:
     """The regimen with the highest probability of target attainment for this patient (the
     individual posterior when the drug's levels are known, else the prior)."""
-    name = known_drug(drug)
+    name = resolve_drug(drug)
     state = _read(twins, principal, request, patient_id, version)
     try:
         choice, notes = workflow.recommend(state, name)
@@ -135,7 +135,7 @@ def simulate(body: SimulateIn, request: Request, principal: Principal = Depends(
     from ..pk.drug_model import GeneInput, PatientFactors, gene_inputs
     from ..pk.scenarios import parse_every, simulate_regimen
 
-    name = known_drug(body.drug)
+    name = resolve_drug(body.drug)
     p = body.patient
     try:
         genes = gene_inputs(p.genotype.genes) if p.genotype is not None else {}

@@ -22,7 +22,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import Response
 
-from ..cli_common import known_drug
+from ..knowledge.drugs import resolve_drug
 from ..errors import PgxInputError
 from ..store.errors import ConcurrentWriteError, UnknownTwinError
 from ..store.repository import TwinStore
@@ -79,10 +79,10 @@ def _appended(state_before: TwinState, events: list[Event]) -> list[AppendedEven
 
 
 def _append_all(twins: TwinStore, state: TwinState, events: list[Event], *, actor: str, entry_point: str) -> TwinState:
-    """Append checked ``events`` one version each; a concurrent writer is refused by each append's version check."""
-    for event in events:
-        state = twins.append(state.patient_id, event, state.version, actor=actor, entry_point=entry_point)
-    return state
+    """Append checked ``events`` one version each, in one transaction (all or none)."""
+    if not events:
+        return state
+    return twins.append_all(state.patient_id, events, state.version, actor=actor, entry_point=entry_point)
 
 
 def _write_response(result: WriteResult, status_code: int = 200, **headers: str) -> Response:
@@ -278,7 +278,7 @@ def start_medication(patient_id: PatientIdPath, body: MedicationIn, request: Req
     from ..pk.scenarios import parse_every, resolve_dose_mg
 
     def build(state: TwinState) -> tuple[list[Any], dict[str, Any]]:
-        name = known_drug(body.drug)
+        name = resolve_drug(body.drug)
         tau = parse_every(body.every)
         now = workflow.now()
         amount = resolve_dose_mg(drug_model(name), body.dose, state.patient_factors(now))
@@ -305,7 +305,7 @@ def record_observation(patient_id: PatientIdPath, body: ObservationIn, request: 
     levels and recorded as one more version (``estimate``), as ``pgxtwin twin observe`` does."""
     if (body.time is None) == (body.hours_after_first_dose is None):
         raise HTTPException(400, "time: give the sample time or hours_after_first_dose (one of them)")
-    name = known_drug(body.drug)
+    name = resolve_drug(body.drug)
 
     def build(state: TwinState) -> tuple[list[Any], dict[str, Any]]:
         when = body.time

@@ -37,7 +37,7 @@ import numpy as np
 import statsmodels.api as sm
 
 from ..errors import PgxInputError
-from ..knowledge.drugs import UnknownDrug, resolve_drug
+from ..knowledge.drugs import resolve_drug
 from ..knowledge.phenotypes import phenotype_names
 from ..pk.drug_model import GeneInput, PatientFactors, drug_model
 from ..pk.scenarios import parse_every, simulate_regimen
@@ -77,10 +77,7 @@ class ControlRegimen:
     ) -> "ControlRegimen":
         """Checked regimen; dose and interval default to the library's standard regimen, the analyte to
         the drug's main one."""
-        try:
-            name = resolve_drug(drug)
-        except UnknownDrug as exc:
-            raise PgxInputError(str(exc)) from None
+        name = resolve_drug(drug)  # UnknownDrug is a PgxInputError
         model = drug_model(name)
         standard = model.drug.dosing.standard
         if metric not in METRICS:

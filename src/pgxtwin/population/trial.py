@@ -35,7 +35,7 @@ import pyarrow as pa
 from .. import __version__
 from ..atomic import atomic_write
 from ..errors import PgxInputError
-from ..knowledge.drugs import UnknownDrug, library_digest, resolve_drug
+from ..knowledge.drugs import library_digest, resolve_drug
 from ..knowledge.frequencies import frequency_genes, groups, groups_with_data, missing_reason
 from ..knowledge.phenotypes import phenotype_names
 from ..knowledge.version import knowledge_base_version
@@ -103,9 +103,7 @@ def _known_drug(name: str, source: str, key: str) -> str:
     try:
         resolved = resolve_drug(name)
         drug_model(resolved)  # the structure must be one this version simulates
-    except UnknownDrug as exc:
-        raise _fail(source, key, str(exc)) from None
-    except PgxInputError as exc:
+    except PgxInputError as exc:  # unknown drug (UnknownDrug is one) or a structure not simulated
         raise _fail(source, key, str(exc)) from None
     return resolved
 

@@ -203,7 +203,8 @@ class Recorder:
                 while len(self._states) > self._max:
                     self._states.popitem(last=False)
             return state, None
-        return state, {"at": _now(), "actor": actor, "entry_point": entry_point, "patient_id": patient_id,
+        # the columns' widths, as TwinStore._who applies them (an issuer|subject can be longer)
+        return state, {"at": _now(), "actor": actor[:200], "entry_point": entry_point[:100], "patient_id": patient_id,
                        "action": "read_state", "version": version, "outcome": "ok", "detail": None}
 
     def record(self, audit: dict[str, Any] | None, cards: list[tuple[str, str, str, str | None]]) -> None:

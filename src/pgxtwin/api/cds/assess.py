@@ -29,7 +29,7 @@ from ...knowledge.tables import read_table
 from ...pk.drug_model import UNKNOWN_PHENOTYPES
 from ...twin.evaluate import Evaluation, evaluate_prescription
 from ...twin.state import TwinState
-from ...twin.workflow import evaluations, hla_typing
+from ...twin.workflow import evaluations, factors, hla_typing
 
 __all__ = ["AssessmentCache", "DrugAssessment", "GeneFinding", "Subject", "TestingAdvice", "assess_drug",
            "chart_findings"]
@@ -177,8 +177,8 @@ def assess_drug(cache: AssessmentCache, patient_id: str, subject: Subject, drug:
 
 def _genotype_only(state: TwinState, drug: str, interval_h: float, why: str) -> Evaluation:
     """CPIC guidance and HLA risks alone, when the drug model cannot simulate this patient."""
-    patient = state.patient_factors(datetime.now(timezone.utc))
-    return evaluate_prescription(drug, "0 mg", interval_h, patient, hla=hla_typing(state), not_simulated=why)
+    return evaluate_prescription(drug, "0 mg", interval_h, factors(state, drug), hla=hla_typing(state),
+                                 not_simulated=why)
 
 
 def _today() -> date:

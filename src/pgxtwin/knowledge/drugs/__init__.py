@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from ...errors import PgxInputError
+
 import difflib
 import hashlib
 from functools import lru_cache
@@ -19,8 +21,8 @@ __all__ = [
 ]
 
 
-class UnknownDrug(KeyError):
-    """A drug name that is not in the library; ``suggestions`` lists the nearest names."""
+class UnknownDrug(PgxInputError, KeyError):
+    """A drug name that is not in the library (a user's mistake); ``suggestions`` lists the nearest names."""
 
     def __init__(self, name: str, suggestions: list[str]) -> None:
         self.name = name
