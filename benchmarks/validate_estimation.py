@@ -6,21 +6,26 @@ For every library drug with between-subject variability and a residual error mod
   * 1-4 samples each at random times on days 8-14 with residual error; values below an LLOQ (5% of the
     typical concentration) are censored (BLQ); one held-out sample in the last dosing interval;
   * MAP + Laplace per patient (batched Newton, the same objective and optimiser as ``estimate``).
-Reports: error of individual clearance (cl; vmax for phenytoin) by the MAP vs the prior-only
-prediction (RMSE of the relative error and median |% error|), coverage of the 90% predictive
-interval on the held-out sample (with residual error), and the time of one ``estimate`` call.
-Then, for efavirenz (one-compartment), NumPyro NUTS on the same model re-implemented in JAX for 50
-patients: MAP vs the posterior mode (Gaussian KDE of the draws), vs the posterior median, and vs a
-JAX optimisation of the JAX log density.
+Reports: error of the individual clearance (cl; vmax for phenytoin; the metabolite's cl_m where only it
+varies) by the MAP vs the prior-only prediction (RMSE of the relative error and median |% error|),
+coverage of the 90% predictive interval on the held-out sample (with residual error), and the time of
+one ``estimate`` call (target < 50 ms).
+Then the check against an independent posterior, on 50 patients per drug (10 with --quick):
+  * linear models (``mcmc_check``): NumPyro NUTS on the posterior written independently in JAX
+    (compartment ODEs solved by the matrix exponential, Ω from the drug file, same residual error and
+    BLQ likelihood).  Our MAP vs the NUTS posterior mode (the highest-density draw polished by BFGS
+    on the JAX log density), and our Laplace approximation vs the NUTS draws (SD, tails);
+  * phenytoin (``ode_mode_check``; NUTS on an ODE posterior is too slow here): our MAP vs the mode of
+    the posterior written in JAX with its own ODE solver (40 patients, 10 with --quick).
+numpyro and jax come from the ``bench`` extra; without them the check is skipped with a message.
 
     python benchmarks/validate_estimation.py            # full run
-    python benchmarks/validate_estimation.py --quick    # small run (~1 min)
+    python benchmarks/validate_estimation.py --quick    # small run (a few minutes)
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import time
 
 import numpy as np
@@ -29,7 +34,7 @@ from pgxtwin.pk.dosing import DosingHistory
 from pgxtwin.pk.drug_model import PatientFactors, drug_model
 from pgxtwin.pk.engine import simulate
 from pgxtwin.pk.units import parse_dose
-from pgxtwin.twin.estimation import FRACTIONS, add_residual, estimate, estimate_many, population_prior
+from pgxtwin.twin.estimation import FRACTIONS, Z90, add_residual, estimate, estimate_many, population_prior
 
 PATIENT = PatientFactors(weight_kg=70.0)
 
@@ -96,7 +101,9 @@ def predictive_coverage(prior, history, modes, covs, held_t, held_y, rng, n_draw
 
 
 def clearance_name(prior) -> str:
-    return "cl" if "cl" in prior.names else "vmax"
+    """The clearance-like parameter reported: CL, else Vmax (Michaelis-Menten), else the observed
+    metabolite's CL (e.g. 6-TGN of mercaptopurine), else the first parameter with variability."""
+    return next((name for name in ("cl", "vmax", "cl_m") if name in prior.names), prior.names[0])
 
 
 def validate_drug(name: str, n: int, seed: int) -> dict[str, float]:
@@ -123,24 +130,83 @@ def validate_drug(name: str, n: int, seed: int) -> dict[str, float]:
     # time of single-patient updates through the public entry point
     doses = [(e.time_h, e.amount_mg) for e in history.events]
     estimate(name, PATIENT, doses, observations[0], n_draws=10)  # warm-up (imports, caches)
-    times = []
+    # the same updates with an EHR-like history: the third dose taken 2 h late, the sixth missed
+    ehr = [(t + 2.0, a) if j == 2 else (t, a) for j, (t, a) in enumerate(doses) if j != 5]
+    times, times_ehr = [], []
     for i in range(3 if name == "phenytoin" else 20):
-        t1 = time.perf_counter()
-        estimate(name, PATIENT, doses, observations[i], n_draws=500 if name == "phenytoin" else 2000)
-        times.append(time.perf_counter() - t1)
+        for history_i, out in ((doses, times), (ehr, times_ehr)):
+            t1 = time.perf_counter()
+            estimate(name, PATIENT, history_i, observations[i], n_draws=500 if name == "phenytoin" else 2000)
+            out.append(time.perf_counter() - t1)
     return {
         "drug": name, "structure": prior.model.drug.model.structure, "n": n, "param": cl_name,
         "blq_pct": 100.0 * np.mean([o[2] for obs in observations for o in obs]),
         "rmse_prior": float(np.sqrt(np.mean(err_prior**2))), "rmse_map": float(np.sqrt(np.mean(err_map**2))),
         "mdape_prior": float(np.median(np.abs(err_prior)) * 100), "mdape_map": float(np.median(np.abs(err_map)) * 100),
         "coverage": coverage, "coverage_prior": prior_cov,
-        "ms_median": float(np.median(times) * 1e3), "ms_max": float(np.max(times) * 1e3),
+        "ms_median": float(np.median(times) * 1e3), "ms_max": float(np.max(times) * 1e3), "ms_ehr": float(np.median(times_ehr) * 1e3),
         "batch_ms_per_patient": batch_s / n * 1e3,
     }
 
 
 # ------------------------------------------------------------------------------------------ MCMC
-def mcmc_check(n_patients: int, n_samples: int, seed: int) -> dict[str, float] | None:
+LINEAR_SYSTEMS = ("one_compartment", "two_compartment", "parent_metabolite")
+
+
+def _compartments(structure: str, observed: str, p: dict, jnp):
+    """Rate matrix A (1/h) of d(amounts)/dt = A·amounts with states (depot, central, ...), and the row
+    turning amounts (mg) into the observed concentration (mg/L): the compartment ODEs written out
+    directly, not pgxtwin's sum-of-exponentials closed form."""
+    ka = p["ka"]
+    if structure == "one_compartment":
+        a = jnp.array([[-ka, 0.0], [ka, -p["cl"] / p["v"]]])
+        return a, jnp.array([0.0, 1.0]) / p["v"]
+    if structure == "two_compartment":
+        a = jnp.array([
+            [-ka, 0.0, 0.0],
+            [ka, -(p["cl"] + p["q"]) / p["v1"], p["q"] / p["v2"]],
+            [0.0, p["q"] / p["v1"], -p["q"] / p["v2"]],
+        ])
+        return a, jnp.array([0.0, 1.0, 0.0]) / p["v1"]
+    a = jnp.array([  # parent_metabolite: a fraction fm of the parent's clearance forms the metabolite
+        [-ka, 0.0, 0.0],
+        [ka, -p["cl"] / p["v"], 0.0],
+        [0.0, p["fm"] * p["cl"] / p["v"], -p["cl_m"] / p["v_m"]],
+    ])
+    row = jnp.array([0.0, 1.0 / p["v"], 0.0]) if observed == "parent" else jnp.array([0.0, 0.0, 1.0 / p["v_m"]])
+    return a, row
+
+
+def _omega_from_file(drug, names: tuple[str, ...]) -> np.ndarray:
+    """Ω from the drug file's CVs and correlations (ω² = ln(1 + CV²)), computed here, not by pgxtwin."""
+    sd = np.sqrt(np.log1p(np.array([drug.variability.cv[n].value for n in names]) ** 2))
+    corr = np.eye(len(names))
+    for a, b, r in drug.variability.correlations:
+        if a in names and b in names:
+            corr[names.index(a), names.index(b)] = corr[names.index(b), names.index(a)] = r.value
+    return corr * np.outer(sd, sd)
+
+
+def _kde_mode(x: np.ndarray, bandwidth: float = 0.3) -> np.ndarray:
+    """Mode of a Gaussian kernel density of the draws x (n, d), by mean shift in whitened coordinates
+    (bandwidth in posterior SDs); uses the draws only."""
+    mean, chol = x.mean(0), np.linalg.cholesky(np.atleast_2d(np.cov(x.T)))
+    z = np.linalg.solve(chol, (x - mean).T).T
+    m = np.median(z, 0)
+    for _ in range(500):
+        w = np.exp(-0.5 * np.sum((z - m) ** 2, 1) / bandwidth**2)
+        new = w @ z / w.sum()
+        if np.max(np.abs(new - m)) < 1e-8:
+            break
+        m = new
+    return chol @ m + mean
+
+
+def mcmc_check(name: str, n_patients: int, n_draws: int, seed: int) -> dict[str, float] | None:
+    """NUTS posterior of ``n_patients`` simulated patients of ``name`` (a linear model under its standard
+    regimen), from an independent JAX model: the compartment ODEs solved by the matrix exponential,
+    Ω from the drug file, the same combined residual error and BLQ likelihood.  Compares our MAP with
+    the NUTS posterior mode and our Laplace approximation with the NUTS posterior."""
     try:
         import jax  # noqa: PLC0415
 
@@ -148,110 +214,233 @@ def mcmc_check(n_patients: int, n_samples: int, seed: int) -> dict[str, float] |
         import jax.numpy as jnp  # noqa: PLC0415
         import numpyro  # noqa: PLC0415
         import numpyro.distributions as dist  # noqa: PLC0415
+        from jax.scipy.linalg import expm  # noqa: PLC0415
         from jax.scipy.special import log_ndtr  # noqa: PLC0415
+        from numpyro.diagnostics import split_gelman_rubin  # noqa: PLC0415
         from numpyro.infer import MCMC, NUTS  # noqa: PLC0415
-        from scipy.stats import gaussian_kde  # noqa: PLC0415
         from scipy.optimize import minimize  # noqa: PLC0415
     except ImportError as exc:
         print(f"MCMC check skipped: {exc} (pip install numpyro jax jaxlib)")
         return None
-    name = "efavirenz"
-    rng = np.random.default_rng(seed)
-    prior, history, truth, observations, *_ = simulate_patients(name, n_patients, rng)
-    assert prior.model.drug.model.structure == "one_compartment" and prior.names == ("cl", "v")
-    p = prior.typical
-    dose_t = jnp.array([e.time_h for e in history.events])
-    dose_a = jnp.array([e.amount_mg for e in history.events])
-    omega = jnp.array(prior.omega)
-    prop, add = prior.proportional, prior.additive
-
-    def conc(eta, t):  # one-compartment oral, superposition (independent of pgxtwin's engine)
-        cl, v = p["cl"] * jnp.exp(eta[0]), p["v"] * jnp.exp(eta[1])
-        k, ka = cl / v, p["ka"]
-        s = t[:, None] - dose_t[None, :] - p.get("tlag", 0.0)
-        sp = jnp.clip(s, 0.0, None)
-        unit = p["f"] * ka / (v * (ka - k)) * (jnp.exp(-k * sp) - jnp.exp(-ka * sp))
-        return jnp.sum(jnp.where(s >= 0, unit, 0.0) * dose_a[None, :], axis=1)
-
-    def loglik(eta, t, y, blq, mask):
-        c = conc(eta, t)
-        sd = jnp.sqrt((prop * c) ** 2 + add**2 + 1e-12)
-        z = (y - c) / sd
-        normal = -0.5 * jnp.log(2 * jnp.pi) - jnp.log(sd) - 0.5 * z**2
-        return jnp.sum(jnp.where(blq, log_ndtr(z), normal) * mask)
-
-    def model(t, y, blq, mask):
-        eta = numpyro.sample("eta", dist.MultivariateNormal(jnp.zeros(2), covariance_matrix=omega))
-        numpyro.factor("lik", loglik(eta, t, y, blq, mask))
-
-    neg_logpost = jax.jit(lambda eta, *a: -(dist.MultivariateNormal(jnp.zeros(2), covariance_matrix=omega).log_prob(eta) + loglik(eta, *a)))
-    grad = jax.jit(jax.grad(lambda eta, *a: neg_logpost(eta, *a)))
-    mcmc = MCMC(NUTS(model), num_warmup=1000, num_samples=n_samples, progress_bar=False, jit_model_args=True)
-    rows = []
-    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed + 1)
+    prior, history, _, observations, *_ = simulate_patients(name, n_patients, rng)
+    structure, names, d = prior.model.drug.model.structure, prior.names, prior.dim
+    assert structure in LINEAR_SYSTEMS and "tlag" not in names and history.regimen is not None
+    observed = "metabolite" if prior.output == "metabolite" else "parent"
+    omega = _omega_from_file(prior.model.drug, names)
+    reg, typical = history.regimen, prior.typical
+    tlag = typical.get("tlag", 0.0)
+    # observations padded to 4 per patient; doses started before each observation (static: tlag has no BSV)
+    k_max = 4
+    t_obs, y, blq, mask = np.zeros((n_patients, k_max)), np.zeros((n_patients, k_max)), np.zeros((n_patients, k_max), bool), np.zeros((n_patients, k_max))
     for i, obs in enumerate(observations):
-        t = np.full(4, obs[-1][0]) + np.arange(4) * 1e-3
-        y, blq, mask = np.zeros(4), np.zeros(4, bool), np.zeros(4)
+        t_obs[i] = obs[-1][0]
         for j, (tj, cj, bj) in enumerate(obs):
-            t[j], y[j], blq[j], mask[j] = tj, cj, bj, 1.0
-        args = tuple(jnp.array(a) for a in (t, y, blq, mask))
-        mcmc.run(jax.random.PRNGKey(seed + i), *args)
-        draws = np.asarray(mcmc.get_samples()["eta"])
-        res = estimate(name, PATIENT, [(e.time_h, e.amount_mg) for e in history.events], obs, n_draws=10)
-        kde = gaussian_kde(draws.T)
-        kde_mode = minimize(lambda e: -kde.logpdf(e)[0], np.median(draws, 0), method="Nelder-Mead",
-                            options={"xatol": 1e-5, "fatol": 1e-10}).x
-        jax_mode = minimize(lambda e: float(neg_logpost(jnp.array(e), *args)), np.zeros(2),
-                            jac=lambda e: np.asarray(grad(jnp.array(e), *args)), method="BFGS", options={"gtol": 1e-9}).x
-        cl_pct = lambda a, b: 100.0 * (math.exp(a - b) - 1.0)  # noqa: E731
-        cl_sd_mcmc = float(np.std(draws[:, 0]))
-        rows.append((
-            cl_pct(res.eta[0], kde_mode[0]), cl_pct(res.eta[0], np.median(draws[:, 0])), cl_pct(res.eta[0], jax_mode[0]),
-            cl_pct(res.eta[1], kde_mode[1]),
-            float(np.sqrt(res.covariance[0, 0])) / cl_sd_mcmc,
-        ))
-    a = np.abs(np.array(rows))
-    r = np.array(rows)
+            t_obs[i, j], y[i, j], blq[i, j], mask[i, j] = tj, cj, bj, 1.0
+    dose_t = reg.start_h + reg.interval_h * np.arange(reg.n_doses)
+    started = (dose_t[None, None, :] + tlag <= t_obs[..., None]).sum(-1)
+    since = t_obs - (dose_t[started - 1] + tlag)
+    data = tuple(jnp.asarray(a) for a in (started, since, y, blq, mask))
+    prop, add = prior.proportional, prior.additive
+    eta_prior = dist.MultivariateNormal(jnp.zeros(d), covariance_matrix=jnp.asarray(omega))
+
+    def concentrations(eta, started_i, since_i):
+        p = {k: jnp.asarray(v, dtype=jnp.float64) for k, v in typical.items()}
+        for k, nm in enumerate(names):
+            p[nm] = jnp.minimum(p[nm] * jnp.exp(eta[k]), 1.0) if nm in FRACTIONS else p[nm] * jnp.exp(eta[k])
+        a, row = _compartments(structure, observed, p, jnp)
+        dose = jnp.zeros(a.shape[0]).at[0].set(p.get("f", 1.0) * reg.amount_mg)  # into the depot
+        step = expm(a * reg.interval_h)
+        _, after = jax.lax.scan(lambda x, _: (step @ (x + dose), x + dose), jnp.zeros(a.shape[0]), None, length=reg.n_doses)
+        return jax.vmap(lambda x, s: expm(a * s) @ x)(after[started_i - 1], since_i) @ row
+
+    def log_likelihood(eta, started_i, since_i, y_i, blq_i, mask_i):  # Beal M3 for BLQ rows
+        c = concentrations(eta, started_i, since_i)
+        sd = jnp.sqrt((prop * c) ** 2 + add**2 + 1e-12)
+        z = (y_i - c) / sd
+        return jnp.sum(jnp.where(blq_i, log_ndtr(z), -0.5 * jnp.log(2 * jnp.pi) - jnp.log(sd) - 0.5 * z**2) * mask_i)
+
+    def log_posterior(eta, *args):
+        return eta_prior.log_prob(eta) + log_likelihood(eta, *args)
+
+    sites = [f"eta_{i}" for i in range(n_patients)]
+
+    def model():
+        # all patients in one model (independent posteriors, one sampler): one site per patient so
+        # that the adapted mass matrix is dense within a patient and block-diagonal across patients
+        eta = jnp.stack([numpyro.sample(site, eta_prior) for site in sites])
+        numpyro.factor("likelihood", jnp.sum(jax.vmap(log_likelihood)(eta, *data)))
+
+    t0 = time.perf_counter()
+    kernel = NUTS(model, dense_mass=[(site,) for site in sites])
+    mcmc = MCMC(kernel, num_warmup=1000, num_samples=n_draws // 2, num_chains=2, chain_method="vectorized", progress_bar=False)
+    mcmc.run(jax.random.PRNGKey(seed), extra_fields=("num_steps",))
+    samples = mcmc.get_samples(group_by_chain=True)
+    chains = np.stack([np.asarray(samples[site]) for site in sites], axis=2)  # (2, S, P, d)
+    steps = float(np.mean(np.asarray(mcmc.get_extra_fields()["num_steps"])))
+    seconds = time.perf_counter() - t0
+    rhat = float(np.nanmax(np.asarray(split_gelman_rubin(chains))))
+    draws = chains.reshape(-1, n_patients, d)
+    per_patient = jax.jit(jax.vmap(jax.vmap(log_posterior), in_axes=(0, *([None] * 5))))
+    logp = np.asarray(per_patient(jnp.asarray(draws), *data))  # (S, P)
+
+    _, modes, covs, _ = estimate_many(name, PATIENT, [history] * n_patients, observations)
+    neg = jax.jit(lambda e, *a: -log_posterior(e, *a))
+    neg_grad = jax.jit(jax.grad(neg))
+    k = names.index(clearance_name(prior))
+    rows = []
+    for i in range(n_patients):
+        x, lp, args = draws[:, i], logp[:, i], tuple(a[i] for a in data)
+        best_draw = x[np.argmax(lp)]
+        # NUTS posterior mode: the highest-density draw (the sampler explores the whole posterior, so it
+        # lands in the basin of the global mode), polished by BFGS on the JAX log density; BFGS from the
+        # prior mode as well, and the better of the two kept
+        fits = [minimize(lambda e: float(neg(jnp.asarray(e), *args)), start, jac=lambda e: np.asarray(neg_grad(jnp.asarray(e), *args)),
+                         method="BFGS", options={"gtol": 1e-9}) for start in (best_draw, np.zeros(d))]
+        nuts_mode = min(fits, key=lambda r: r.fun)
+        sd_laplace = np.sqrt(np.diag(covs[i]))
+        lo, hi = modes[i, k] - Z90 * sd_laplace[k], modes[i, k] + Z90 * sd_laplace[k]
+        rows.append({
+            "mode": _pct(modes[i, k], nuts_mode.x[k]), "mode_all": np.max(np.abs(_pct(modes[i], nuts_mode.x))),
+            "missed": nuts_mode.fun < float(neg(jnp.asarray(modes[i]), *args)) - 1e-6,
+            "draw": _pct(modes[i, k], best_draw[k]), "kde": _pct(modes[i, k], _kde_mode(x)[k]), "median": _pct(modes[i, k], np.median(x[:, k])),
+            "sd_ratio": sd_laplace[k] / x[:, k].std(), "below": np.mean(x[:, k] < lo), "above": np.mean(x[:, k] > hi),
+        })
+    col = {key: np.array([r[key] for r in rows], dtype=float) for key in rows[0]}
+    within = {key: float(np.mean(np.abs(col[key]) <= 2.0)) for key in ("mode", "mode_all", "draw", "kde", "median")}
     return {
-        "n": n_patients, "draws": n_samples, "seconds": time.perf_counter() - t0,
-        "cl_vs_kde_mode_median_abs_pct": float(np.median(a[:, 0])), "cl_vs_kde_mode_p90_abs_pct": float(np.quantile(a[:, 0], 0.9)),
-        "cl_vs_kde_mode_within_2pct": float(np.mean(a[:, 0] <= 2.0)),
-        "cl_vs_median_median_abs_pct": float(np.median(a[:, 1])), "cl_vs_median_p90_abs_pct": float(np.quantile(a[:, 1], 0.9)),
-        "cl_vs_jax_map_max_abs_pct": float(np.max(a[:, 2])),
-        "v_vs_kde_mode_median_abs_pct": float(np.median(a[:, 3])),
-        "laplace_sd_over_mcmc_sd_cl_median": float(np.median(r[:, 4])),
+        "drug": name, "param": names[k], "d": d, "n": n_patients, "draws": 2 * (n_draws // 2), "seconds": seconds, "rhat": rhat,
+        "steps": steps, "within": within, "mode_median": float(np.median(np.abs(col["mode"]))), "mode_max": float(np.max(col["mode_all"])),
+        "missed": int(col["missed"].sum()),
+        "sd_ratio": (float(np.median(col["sd_ratio"])), float(np.min(col["sd_ratio"])), float(np.max(col["sd_ratio"]))),
+        "below": float(np.mean(col["below"])), "above": float(np.mean(col["above"])),
     }
+
+
+def _pct(a: np.ndarray | float, b: np.ndarray | float) -> np.ndarray:
+    """θ(η=a) / θ(η=b) − 1 in % (θ = θ_typ·e^η)."""
+    return 100.0 * np.expm1(np.asarray(a) - np.asarray(b))
+
+
+def ode_mode_check(name: str, n_patients: int, seed: int) -> dict[str, float] | None:
+    """For a Michaelis-Menten drug (ODE path; NUTS on an ODE posterior is too slow here): our MAP vs the
+    BFGS mode of the posterior written independently in JAX (jax.experimental.ode.odeint, adaptive
+    Dormand-Prince, on the central amount fed by the analytic absorption flux of every dose)."""
+    try:
+        import jax  # noqa: PLC0415
+
+        jax.config.update("jax_enable_x64", True)
+        import jax.numpy as jnp  # noqa: PLC0415
+        from jax.experimental.ode import odeint  # noqa: PLC0415
+        from jax.scipy.special import log_ndtr  # noqa: PLC0415
+        from scipy.optimize import minimize  # noqa: PLC0415
+    except ImportError as exc:
+        print(f"ODE mode check skipped: {exc} (pip install jax jaxlib)")
+        return None
+    rng = np.random.default_rng(seed + 2)
+    prior, history, _, observations, *_ = simulate_patients(name, n_patients, rng)
+    names, typical, reg = prior.names, prior.typical, history.regimen
+    assert prior.model.drug.model.structure == "michaelis_menten" and reg is not None and "tlag" not in typical
+    omega = _omega_from_file(prior.model.drug, names)
+    omega_inv, omega_sd = jnp.asarray(np.linalg.inv(omega)), np.sqrt(np.diag(omega))
+    dose_t = jnp.asarray(reg.start_h + reg.interval_h * np.arange(reg.n_doses))
+
+    def central(amount, t, p):  # dA/dt (mg/h): absorption from every dose's depot − Vmax·C/(Km + C)
+        s = t - dose_t
+        flux = jnp.sum(jnp.where(s >= 0, p["f"] * reg.amount_mg * p["ka"] * jnp.exp(-p["ka"] * jnp.clip(s, 0.0)), 0.0))
+        c = amount / p["v"]
+        return flux - p["vmax"] * c / (p["km"] + c)
+
+    def objective(eta, times, y, blq):
+        p = {k: jnp.asarray(v) for k, v in typical.items()}
+        for k, nm in enumerate(names):
+            p[nm] = p[nm] * jnp.exp(eta[k])
+        c = odeint(central, jnp.asarray(0.0), jnp.concatenate([jnp.zeros(1), times]), p, rtol=1e-10, atol=1e-10, hmax=1.0)[1:] / p["v"]
+        sd = jnp.sqrt((prior.proportional * c) ** 2 + prior.additive**2 + 1e-12)
+        z = (y - c) / sd
+        loglik = jnp.where(blq, log_ndtr(z), -0.5 * jnp.log(2 * jnp.pi) - jnp.log(sd) - 0.5 * z**2)
+        return 0.5 * eta @ omega_inv @ eta - jnp.sum(loglik)
+
+    f, grad = jax.jit(objective), jax.jit(jax.grad(objective))
+    _, modes, _, _ = estimate_many(name, PATIENT, [history] * n_patients, observations)
+    t0 = time.perf_counter()
+    diffs, worse = [], []
+    for i, obs in enumerate(observations):
+        args = tuple(jnp.asarray([o[j] for o in obs]) for j in range(3))
+        # bounded to ±4 prior SDs: an unbounded line search can try η where the explicit solver crawls
+        fit = minimize(lambda e: float(f(jnp.asarray(e), *args)), np.zeros(len(names)), jac=lambda e: np.asarray(grad(jnp.asarray(e), *args)),
+                       method="L-BFGS-B", bounds=[(-4 * w, 4 * w) for w in omega_sd], options={"ftol": 1e-15, "gtol": 1e-9})
+        assert np.all(np.abs(fit.x) < 3.99 * omega_sd), "JAX mode on the search bound"
+        diffs.append(np.max(np.abs(_pct(modes[i], fit.x))))
+        worse.append(float(f(jnp.asarray(modes[i]), *args)) - fit.fun)
+    return {"drug": name, "n": n_patients, "max_pct": float(np.max(diffs)), "median_pct": float(np.median(diffs)),
+            "within": float(np.mean(np.array(diffs) <= 2.0)), "worse_max": float(np.max(worse)), "seconds": time.perf_counter() - t0}
+
+
+MCMC_HEADER = (
+    f"{'drug':14s} {'param':>5s} {'d':>1s} {'N':>3s} {'draws':>5s} {'R-hat':>5s} {'steps':>5s}  {'MAP~mode':>8s} {'all θ':>5s}"
+    f" {'max|diff|':>9s} {'missed':>6s}  {'draw':>4s} {'KDE':>4s} {'median':>6s}  {'SD Laplace/NUTS':>17s} {'<p05':>5s} {'>p95':>5s} {'s':>4s}"
+)
+MCMC_LEGEND = (
+    "MAP~mode: share of patients whose MAP of param (clearance) is within 2% of the NUTS posterior mode (target 2%);"
+    " all θ: with every parameter within 2%; max|diff|: largest difference of any parameter.  The NUTS mode is the"
+    " highest-density NUTS draw polished by BFGS on the JAX log density (BFGS from the prior mode too, the better"
+    " kept); missed: patients whose NUTS mode has a higher density than our MAP (a missed global optimum).  For"
+    " reference, within 2% of sample-only estimates, limited by the number of draws: the best draw itself, a"
+    " Gaussian-KDE (mean-shift) mode, and the posterior median (not like for like: the MAP is the mode of a skewed"
+    " posterior).  Laplace vs NUTS for param: SD ratio (median [range]), share of NUTS draws below / above the"
+    " Laplace 90% interval (5% each if the Laplace approximation were exact); steps: leapfrog steps per draw;"
+    " s: NUTS seconds."
+)
+
+
+def mcmc_row(m: dict) -> str:
+    w, sd = m["within"], m["sd_ratio"]
+    return (f"{m['drug']:14s} {m['param']:>5s} {m['d']:1d} {m['n']:3d} {m['draws']:5d} {m['rhat']:5.3f} {m['steps']:5.1f}"
+            f"  {100 * w['mode']:7.0f}% {100 * w['mode_all']:4.0f}% {m['mode_max']:8.1e}% {m['missed']:6d}"
+            f"  {100 * w['draw']:3.0f}% {100 * w['kde']:3.0f}% {100 * w['median']:5.0f}%  {sd[0]:5.2f} [{sd[1]:.2f}-{sd[2]:.2f}]"
+            f" {100 * m['below']:4.1f}% {100 * m['above']:4.1f}% {m['seconds']:4.0f}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="small run: 60 patients per drug, 10 for MCMC")
+    ap.add_argument("--quick", action="store_true", help="small run: 60 patients per drug (10 for phenytoin), 10 with 1000 draws for MCMC")
     ap.add_argument("--seed", type=int, default=20240611)
-    ap.add_argument("--no-mcmc", action="store_true")
+    ap.add_argument("--no-mcmc", action="store_true", help="skip the NUTS comparison")
     args = ap.parse_args()
     n = 60 if args.quick else 500
     n_mm = 10 if args.quick else 40
-    print(f"{'drug':13s} {'structure':18s} {'N':>4s} {'param':>5s} {'BLQ%':>5s}  {'RMSE prior':>10s} {'RMSE MAP':>9s}"
-          f"  {'MdAPE prior':>11s} {'MdAPE MAP':>9s}  {'PI90 cov':>8s} {'(prior)':>7s}  {'ms/update':>9s} {'max':>6s} {'batch':>6s}")
+    print(f"{'drug':14s} {'structure':18s} {'N':>4s} {'param':>5s} {'BLQ%':>5s}  {'RMSE prior':>10s} {'RMSE MAP':>9s}"
+          f"  {'MdAPE prior':>11s} {'MdAPE MAP':>9s}  {'PI90 cov':>8s} {'(prior)':>7s}  {'ms/update':>9s} {'max':>6s} {'EHR':>6s} {'batch':>6s}")
     for name in drugs_with_variability():
         r = validate_drug(name, n_mm if name == "phenytoin" else n, args.seed)
-        print(f"{r['drug']:13s} {r['structure']:18s} {r['n']:4d} {r['param']:>5s} {r['blq_pct']:5.1f}  {r['rmse_prior']:10.3f} {r['rmse_map']:9.3f}"
+        print(f"{r['drug']:14s} {r['structure']:18s} {r['n']:4d} {r['param']:>5s} {r['blq_pct']:5.1f}  {r['rmse_prior']:10.3f} {r['rmse_map']:9.3f}"
               f"  {r['mdape_prior']:10.1f}% {r['mdape_map']:8.1f}%  {100 * r['coverage']:7.1f}% {100 * r['coverage_prior']:6.1f}%"
-              f"  {r['ms_median']:9.1f} {r['ms_max']:6.0f} {r['batch_ms_per_patient']:6.1f}", flush=True)
-    print("RMSE/MdAPE: relative error of the individual clearance (vmax for phenytoin), prior-only typical value vs MAP;"
+              f"  {r['ms_median']:9.1f} {r['ms_max']:6.0f} {r['ms_ehr']:6.1f} {r['batch_ms_per_patient']:6.1f}", flush=True)
+    print("RMSE/MdAPE: relative error of the individual clearance (param), prior-only typical value vs MAP;"
           " PI90 cov: share of held-out samples inside the 90% predictive interval (with residual error), after"
-          " estimation and (prior) before; ms/update: one estimate() call (median, max); batch: ms per patient in the"
+          " estimation and (prior) before; ms/update: one estimate() call (median, max; target < 50 ms); EHR: median ms"
+          " of the same updates with an irregular history (one dose 2 h late, one missed); batch: ms per patient in the"
           " batched validation run.")
     if not args.no_mcmc:
-        m = mcmc_check(10 if args.quick else 50, 2000 if args.quick else 6000, args.seed)
-        if m is not None:
-            print(f"\nMCMC (NumPyro NUTS, efavirenz re-implemented in JAX): {m['n']} patients, {m['draws']} draws each, {m['seconds']:.0f} s")
-            print(f"  MAP CL vs KDE posterior mode:  median |diff| {m['cl_vs_kde_mode_median_abs_pct']:.2f}%, 90th pct"
-                  f" {m['cl_vs_kde_mode_p90_abs_pct']:.2f}%, within 2%: {100 * m['cl_vs_kde_mode_within_2pct']:.0f}% of patients")
-            print(f"  MAP CL vs posterior median:    median |diff| {m['cl_vs_median_median_abs_pct']:.2f}%, 90th pct {m['cl_vs_median_p90_abs_pct']:.2f}%")
-            print(f"  MAP CL vs JAX-optimised mode of the JAX log density: max |diff| {m['cl_vs_jax_map_max_abs_pct']:.4f}%")
-            print(f"  MAP V vs KDE posterior mode:   median |diff| {m['v_vs_kde_mode_median_abs_pct']:.2f}%")
-            print(f"  Laplace SD / MCMC SD of eta_CL (median): {m['laplace_sd_over_mcmc_sd_cl_median']:.3f}")
+        print("\nMCMC check: NumPyro NUTS (2 chains) on an independent JAX posterior of each linear drug (compartment"
+              " ODEs by the matrix exponential, Ω from the drug file, same residual error and BLQ likelihood)")
+        print(MCMC_HEADER)
+        for name in drugs_with_variability():
+            if drug_model(name).drug.model.structure in LINEAR_SYSTEMS:
+                m = mcmc_check(name, 10 if args.quick else 50, 1000 if args.quick else 2000, args.seed)  # draws: 2 chains
+                if m is None:
+                    break
+                print(mcmc_row(m), flush=True)
+        print(MCMC_LEGEND)
+        for name in drugs_with_variability():
+            if drug_model(name).drug.model.structure == "michaelis_menten":
+                m = ode_mode_check(name, 10 if args.quick else 40, args.seed)
+                if m is not None:
+                    print(f"{name} (ODE, no NUTS): MAP vs the BFGS mode of an independent JAX ODE posterior (odeint) in {m['n']}"
+                          f" patients: every parameter within 2% for {100 * m['within']:.0f}%; largest |diff| {m['max_pct']:.1e}%"
+                          f" (median {m['median_pct']:.1e}%); −log posterior at our MAP minus at the JAX mode ≤ {m['worse_max']:.1e}"
+                          f" ({m['seconds']:.0f} s)")
 
 
 if __name__ == "__main__":

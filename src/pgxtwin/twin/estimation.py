@@ -7,10 +7,14 @@ and ``variability.correlations``.  Observations follow the file's residual model
 y ~ N(c, σ²) with σ² = (prop · c)² + add² (combined proportional + additive); a value below the
 limit of quantification (BLQ) contributes Φ((LLOQ − c)/σ) (Beal's M3).
 
-* **MAP**: η̂ minimises −log p(η | y) = ½ ηᵀΩ⁻¹η + ½ ln|2πΩ| − Σ log p(y_j | η).  Damped Newton with
+* **MAP**: η̂ minimises −log p(η | y) = ½ ηᵀΩ⁻¹η + ½ ln|2πΩ| − Σ log p(y_j | η).  Sparse levels can
+  leave the posterior with two modes, so Newton runs from the prior mode and from ±1.5 prior SD along
+  each η axis (all starts in the same batch) and the lowest objective wins.  Damped Newton with
   the exact gradient from the differentiable torch path of :func:`pgxtwin.pk.simulate` (autograd),
   and a Hessian from central finite differences of that exact gradient (all 1 + 2d gradient
   evaluations run as one batched ``simulate`` call, so one Newton iteration costs one simulation).
+  For a linear model the dosing history is simulated as its regular runs plus the remaining doses
+  (:func:`dose_pieces`), so a long EHR history costs about as much as its irregularities, not its doses.
 * **Laplace**: posterior ≈ N(η̂, H⁻¹), H the Hessian at the mode.  Parameter intervals are the
   exact 5th/95th percentiles of θ under this approximation; predictive intervals sample η from it
   and add residual error (reported with and without).
@@ -39,10 +43,12 @@ from ..pk._ode import OdeOptions
 from ..pk.dosing import DosingHistory, Route
 from ..pk.drug_model import DrugModel, PatientFactors, drug_model
 from ..pk.engine import simulate
+from ..pk.models.base import Array, LinearPKModel, Model
 
 __all__ = [
     "EstimationResult",
     "ParameterEstimate",
+    "dose_pieces",
     "estimate",
     "estimate_many",
     "population_prior",
@@ -52,9 +58,11 @@ __all__ = [
 
 FRACTIONS = ("f", "fm")  # parameters that stay ≤ 1 (as in DrugModel.sample)
 SD_FLOOR = 1e-6  # mg/L: keeps σ > 0 for a purely proportional model at c = 0 (e.g. before tlag)
+MIN_RUN = 4  # doses: shorter regular runs are simulated dose by dose
 FD_STEP = 1e-4  # η step of the central differences of the gradient (Hessian)
 MAX_NEWTON = 60
 MAX_STEP = 1.0  # largest change of any η component in one Newton step
+START_SD = 1.5  # Newton starts besides the prior mode: ±1.5 prior SD along each η axis
 ODE_ESTIMATION = OdeOptions(rtol=1e-7, atol=1e-9)
 Z90 = 1.6448536269514722
 
@@ -110,12 +118,59 @@ def population_prior(drug: str, patient: PatientFactors, analyte: str | None = N
     )
 
 
+# ------------------------------------------------------------------------------------- dosing pieces
+def dose_pieces(model: Model, history: DosingHistory) -> list[DosingHistory]:
+    """``history`` as a sum of regular regimens plus the remaining doses, for a model linear in dose.
+
+    Concentrations of a linear PK model superpose over doses, and the closed form sums a regular
+    regimen as a geometric series (cost independent of its length) but an irregular history dose by
+    dose.  An EHR history is mostly regular runs broken by a late, missed or changed dose: splitting it
+    into maximal runs (same amount, route and duration at one spacing, ≥ MIN_RUN doses) makes its
+    cost grow with the number of irregularities instead of the number of doses.  Zero-amount records
+    add nothing and are dropped.  Other models, and histories already tagged regular, stay whole.
+    """
+    if not isinstance(model, LinearPKModel) or history.regimen is not None:
+        return [history]
+    events = [e for e in history.events if e.amount_mg > 0]
+    pieces, rest, i = [], [], 0
+    while i < len(events):
+        first, j = events[i], i + 1
+        kind = (first.amount_mg, first.route, first.duration_h)
+        if j < len(events) and (events[j].amount_mg, events[j].route, events[j].duration_h) == kind and events[j].time_h > first.time_h:
+            interval = events[j].time_h - first.time_h
+            while (
+                j + 1 < len(events)
+                and (events[j + 1].amount_mg, events[j + 1].route, events[j + 1].duration_h) == kind
+                and abs(events[j + 1].time_h - first.time_h - (j + 1 - i) * interval) <= 1e-9 * max(1.0, events[j + 1].time_h)
+            ):
+                j += 1
+            if j - i + 1 >= MIN_RUN:
+                pieces.append(DosingHistory.regular(first.amount_mg, interval, j - i + 1, first.time_h, first.route, first.duration_h))
+                i = j + 1
+                continue
+        rest.append(first)
+        i += 1
+    if not pieces:
+        return [history]
+    return pieces + ([DosingHistory.from_events(rest)] if rest else [])
+
+
+def _simulate(prior: Prior, params: dict[str, Array], pieces: Sequence[DosingHistory | list[DosingHistory]], times: np.ndarray) -> Array:
+    """Observed output (N, T) for ``params`` under the sum of the dosing ``pieces`` (see :func:`dose_pieces`);
+    several pieces need a linear model, a list of per-patient histories is one piece."""
+    out = None
+    for piece in pieces:
+        c = simulate(prior.model.structure, params, piece, times, ode=ODE_ESTIMATION)[prior.output]
+        out = c if out is None else out + c
+    return out
+
+
 # ---------------------------------------------------------------------------------- batched posterior
 class _Posterior:
     """−log posterior of P patients sharing one drug (typical values may differ per patient).
 
     ``evaluate(eta, rows)`` takes η of shape (p, R, d) for the patients ``rows`` and returns the
-    objective (p, R) and its exact gradient (p, R, d) from one batched ``simulate`` call.
+    objective (p, R) and its exact gradient (p, R, d) from one batched ``simulate`` call per dosing piece.
     """
 
     def __init__(
@@ -125,8 +180,9 @@ class _Posterior:
         self.prior = prior
         self.histories = list(histories)
         self.n = len(self.histories)
-        # one history object for all: the engine takes it once (and uses its regular-regimen shortcut)
-        self.shared = self.histories[0] if all(h is self.histories[0] for h in self.histories) else None
+        # one history object for all: the engine takes it once, as regular pieces where it can
+        shared = self.histories[0] if all(h is self.histories[0] for h in self.histories) else None
+        self.pieces = dose_pieces(prior.model.structure, shared) if shared is not None else None
         self.typical = {k: torch.tensor([t[k] for t in typical], dtype=torch.float64) for k in prior.typical}
         self.grid = np.unique(np.concatenate([[o[0] for o in obs] for obs in observations] + [np.zeros(0)]))
         k = max((len(o) for o in observations), default=0)
@@ -140,17 +196,16 @@ class _Posterior:
                 self.y[i, j], self.blq[i, j], self.mask[i, j] = c, bool(b), 1.0
         self.omega_inv = torch.as_tensor(np.linalg.inv(prior.omega), dtype=torch.float64)
         self.prior_const = 0.5 * float(np.linalg.slogdet(2 * math.pi * prior.omega)[1])
-        self.ode = ODE_ESTIMATION
 
     def evaluate(self, eta: torch.Tensor, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         p, r, d = eta.shape
         eta = eta.detach().clone().requires_grad_(True)
         params = individual_parameters(self.prior, {k: v[rows] for k, v in self.typical.items()}, eta)
         flat = {k: v.reshape(-1) for k, v in params.items()}
-        dosing = self.shared if self.shared is not None else [self.histories[i] for i in rows for _ in range(r)]
-        pred = simulate(self.prior.model.structure, flat, dosing, self.grid, ode=self.ode)[self.prior.output]
+        pieces = self.pieces if self.pieces is not None else [[self.histories[i] for i in rows for _ in range(r)]]
+        pred = _simulate(self.prior, flat, pieces, self.grid)
         pred = pred.reshape(p, r, -1).gather(2, self.idx[rows][:, None, :].expand(p, r, -1))
-        f = self.nll(pred, rows) + 0.5 * torch.einsum("prd,de,pre->pr", eta, self.omega_inv, eta) + self.prior_const
+        f = self.nll(pred, rows) + 0.5 * ((eta @ self.omega_inv) * eta).sum(-1) + self.prior_const
         (g,) = torch.autograd.grad(f.sum(), eta)
         return f.detach(), g.detach()
 
@@ -174,27 +229,38 @@ def individual_parameters(prior: Prior, typical: dict[str, torch.Tensor], eta: t
     return out
 
 
+def _starts(prior: Prior) -> np.ndarray:
+    """Newton starts (S, d): the prior mode, and ±START_SD prior SDs along each η axis.  Sparse levels can
+    leave two modes (e.g. absorption vs elimination, flip-flop); one start may settle in the lesser."""
+    sd = np.sqrt(np.diag(prior.omega))
+    axes = np.diag(START_SD * sd)
+    return np.concatenate([np.zeros((1, prior.dim)), axes, -axes])
+
+
 def _newton(post: _Posterior) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Batched damped Newton: mode (P, d), Hessian at the mode (P, d, d), objective (P,), iterations,
-    converged flags.  Patients are independent; each has its own step and backtracking."""
+    """Batched damped Newton from every start of every patient: per patient the lowest objective found,
+    as mode (P, d), Hessian at the mode (P, d, d), objective (P,), iterations and converged flags.
+    Rows (patient × start) are independent; each has its own step and backtracking."""
     n, d = post.n, post.prior.dim
+    starts = _starts(post.prior)
+    patient = np.repeat(np.arange(n), len(starts))
     offsets = torch.zeros(1 + 2 * d, d, dtype=torch.float64)
     for k in range(d):
         offsets[1 + 2 * k, k], offsets[2 + 2 * k, k] = FD_STEP, -FD_STEP
 
     def fgh(eta: torch.Tensor, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        f, g = post.evaluate(eta[:, None, :] + offsets, rows)
+        f, g = post.evaluate(eta[:, None, :] + offsets, patient[rows])
         hess = torch.stack([(g[:, 1 + 2 * k] - g[:, 2 + 2 * k]) / (2 * FD_STEP) for k in range(d)], dim=1)
         return f[:, 0], g[:, 0], 0.5 * (hess + hess.transpose(1, 2))
 
-    eta = torch.zeros(n, d, dtype=torch.float64)
-    all_rows = np.arange(n)
-    f, g, h = fgh(eta, all_rows)
+    m = patient.size
+    eta = torch.as_tensor(np.tile(starts, (n, 1)))
+    f, g, h = fgh(eta, np.arange(m))
     step = _newton_step(g, h)
-    scale = torch.ones(n, dtype=torch.float64)
-    iterations = np.zeros(n, dtype=int)
-    done = np.zeros(n, dtype=bool)
-    converged = np.zeros(n, dtype=bool)
+    scale = torch.ones(m, dtype=torch.float64)
+    iterations = np.zeros(m, dtype=int)
+    done = np.zeros(m, dtype=bool)
+    converged = np.zeros(m, dtype=bool)
     for _ in range(MAX_NEWTON):
         rows = np.flatnonzero(~done)
         if rows.size == 0:
@@ -203,27 +269,25 @@ def _newton(post: _Posterior) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
         trial = eta[rows] + scale[rows, None] * step[rows]
         ft, gt, ht = fgh(trial, rows)
         decrease = (g[rows] * step[rows]).sum(-1) * scale[rows]  # directional derivative (< 0)
-        ok = torch.isfinite(ft) & (ft <= f[rows] + 1e-4 * decrease)
-        tiny = (-decrease < 1e-12) | (scale[rows] < 1e-6)
-        for j, i in enumerate(rows):
-            if bool(ok[j]):
-                eta[i], f[i], g[i], h[i] = trial[j], ft[j], gt[j], ht[j]
-                step[i] = _newton_step(gt[j : j + 1], ht[j : j + 1])[0]
-                done[i] = converged[i] = float(-(gt[j] * step[i]).sum()) < 1e-10  # Newton decrement
-                scale[i] = 1.0
-            elif bool(tiny[j]):
-                done[i] = True  # no further decrease possible at this resolution
-                converged[i] = bool(-decrease[j] < 1e-9)
-            else:
-                scale[i] *= 0.3
-    return eta.numpy(), h.numpy(), f.numpy(), iterations, converged
+        ok = (torch.isfinite(ft) & (ft <= f[rows] + 1e-4 * decrease)).numpy()
+        tiny = ((-decrease < 1e-12) | (scale[rows] < 1e-6)).numpy() & ~ok
+        accepted, stuck, shorter = rows[ok], rows[tiny], rows[~ok & ~tiny]
+        eta[accepted], f[accepted], g[accepted], h[accepted] = trial[ok], ft[ok], gt[ok], ht[ok]
+        step[accepted] = _newton_step(gt[ok], ht[ok])
+        done[accepted] = converged[accepted] = (-(gt[ok] * step[accepted]).sum(-1) < 1e-10).numpy()  # Newton decrement
+        scale[accepted] = 1.0
+        done[stuck] = True  # no further decrease possible at this resolution
+        converged[stuck] = (-decrease[tiny] < 1e-9).numpy()
+        scale[shorter] *= 0.3
+    best = np.arange(n) * len(starts) + f.numpy().reshape(n, -1).argmin(1)
+    return eta[best].numpy(), h[best].numpy(), f[best].numpy(), iterations[best], converged[best]
 
 
 def _newton_step(g: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     """−H⁻¹g with H made positive definite (eigenvalues floored), each component capped at MAX_STEP."""
     w, v = torch.linalg.eigh(h)
     w = torch.clamp(w, min=1e-3 * torch.clamp(w.abs().amax(-1, keepdim=True), min=1.0))
-    step = -torch.einsum("pij,pj,pkj,pk->pi", v, 1.0 / w, v, g)
+    step = -(v @ ((v.transpose(1, 2) @ g[..., None]) / w[..., None]))[..., 0]
     biggest = step.abs().amax(-1, keepdim=True)
     return step * torch.clamp(MAX_STEP / torch.clamp(biggest, min=1e-300), max=1.0)
 
@@ -249,7 +313,7 @@ def _draw_concentrations(
         params[name] = params[name] * np.exp(eta[:, k])
         if name in FRACTIONS:
             params[name] = np.minimum(params[name], 1.0)
-    return np.asarray(simulate(prior.model.structure, params, history, times, ode=ODE_ESTIMATION)[prior.output])
+    return np.asarray(_simulate(prior, params, dose_pieces(prior.model.structure, history), times))
 
 
 def _point(prior: Prior, typical: dict[str, float], eta: np.ndarray, history: DosingHistory, times: np.ndarray) -> np.ndarray:
@@ -258,7 +322,7 @@ def _point(prior: Prior, typical: dict[str, float], eta: np.ndarray, history: Do
         params[name] = params[name] * math.exp(eta[k])
         if name in FRACTIONS:
             params[name] = np.minimum(params[name], 1.0)
-    return np.asarray(simulate(prior.model.structure, params, history, times, ode=ODE_ESTIMATION)[prior.output])[0]
+    return np.asarray(_simulate(prior, params, dose_pieces(prior.model.structure, history), times))[0]
 
 
 def add_residual(conc: np.ndarray, prior: Prior, rng: np.random.Generator) -> np.ndarray:
