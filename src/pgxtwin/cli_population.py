@@ -13,22 +13,33 @@ from .cli_common import err_console, fail, out_console
 from .errors import PgxInputError
 
 
-def parse_mix(text: str) -> dict[str, float]:
-    """``european=0.6,east_asian=0.4`` -> {group: fraction}; errors name ``--mix``."""
-    mix: dict[str, float] = {}
+def _parse_fractions(text: str, option: str, what: str, example: str) -> dict[str, float]:
+    """``a=0.6,b=0.4`` -> {a: 0.6, b: 0.4} (names lower-cased); errors name ``option``."""
+    out: dict[str, float] = {}
     for part in text.split(","):
         name, sep, value = part.partition("=")
         name = name.strip().lower()
         if not sep or not name:
-            raise PgxInputError(f"--mix: {part.strip()!r} is not group=fraction (e.g. european=0.6,east_asian=0.4)")
+            raise PgxInputError(f"{option}: {part.strip()!r} is not {what}=fraction (e.g. {example})")
         try:
             fraction = float(value)
         except ValueError:
-            raise PgxInputError(f"--mix: fraction of {name} is not a number: {value.strip()!r}") from None
-        if name in mix:
-            raise PgxInputError(f"--mix: group {name} given twice")
-        mix[name] = fraction
-    return mix
+            raise PgxInputError(f"{option}: fraction of {name} is not a number: {value.strip()!r}") from None
+        if name in out:
+            raise PgxInputError(f"{option}: {what} {name} given twice")
+        out[name] = fraction
+    return out
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """``european=0.6,east_asian=0.4`` -> {group: fraction}; errors name ``--mix``."""
+    return _parse_fractions(text, "--mix", "group", "european=0.6,east_asian=0.4")
+
+
+def parse_comedications(text: str) -> dict[str, float]:
+    """``omeprazole=0.1,fluoxetine=0.05`` -> {drug: prevalence}; errors name
+    ``--comedication-prevalence``."""
+    return _parse_fractions(text, "--comedication-prevalence", "drug", "omeprazole=0.1,fluoxetine=0.05")
 
 
 def parse_genes(text: str) -> tuple[str, ...]:
@@ -59,9 +70,17 @@ def population(
         Optional[str], typer.Option("--genes", help="genes to genotype, e.g. CYP2C19,CYP2C9 (default: all with data for the mix)")
     ] = None,
     age_range: Annotated[str, typer.Option("--age-range", help="adult ages in years, LOW-HIGH")] = "18-85",
+    comedication_prevalence: Annotated[
+        Optional[str],
+        typer.Option(
+            "--comedication-prevalence",
+            help="fraction of patients taking each perpetrator drug, e.g. omeprazole=0.1 (your figures; no defaults)",
+        ),
+    ] = None,
 ) -> None:
     """Generate a virtual population: CPIC allele frequencies per biogeographic group,
-    Hardy-Weinberg diplotypes, knowledge-base phenotypes, NHANES-based covariates."""
+    Hardy-Weinberg diplotypes, knowledge-base phenotypes, NHANES-based covariates by age band
+    and sex, and optional co-medications (column ``comedications``)."""
     from .population.generator import PopulationSpec, excluded_genes, schema, write_population
 
     try:
@@ -70,6 +89,7 @@ def population(
             genes=None if genes is None else parse_genes(genes),
             seed=seed,
             age_range=parse_age_range(age_range),
+            comedication_prevalence=None if comedication_prevalence is None else parse_comedications(comedication_prevalence),
         )
         columns = schema(spec).names
         left_out = excluded_genes(spec) if spec.genes is None else {}

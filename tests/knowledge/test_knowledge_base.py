@@ -6,10 +6,19 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pgxtwin.knowledge.alleles import Variant, callable_genes, gene_definition, trim_alleles
 from pgxtwin.knowledge.overlay import load_overlay
-from pgxtwin.knowledge.phenotypes import INDETERMINATE, phenotype_from_score, phenotype_of, phenotype_names
+from pgxtwin.knowledge.phenotypes import (
+    INDETERMINATE,
+    activity_score,
+    haplotype_score,
+    phenotype_from_score,
+    phenotype_of,
+    phenotype_names,
+)
 from pgxtwin.knowledge.version import knowledge_base_version
 
 
@@ -103,3 +112,96 @@ def test_knowledge_base_version_is_traceable():
     assert kb["pypgx_version"] == "0.27.0"
     assert len(kb["tables_sha256"]) == 64 and len(kb["overlay_sha256"]) == 64
     assert kb["version"].startswith("pypgx-0.27.0+")
+
+
+# --- copy-number and tandem alleles (CPIC's CYP2D6 rule, Caudle et al. 2020, PMID 31647186) ----
+
+_CYP2D6_SCORED = sorted(
+    (a.name, a.activity_value) for a in gene_definition("CYP2D6").alleles if a.activity_value is not None
+)
+_CYP2D6_UNSCORED = sorted(a.name for a in gene_definition("CYP2D6").alleles if a.activity_value is None)
+
+
+@pytest.mark.parametrize(
+    "a, b, phenotype, score",
+    [
+        ("*1x2", "*4", "Normal Metabolizer", 2.0),  # the issue's example
+        ("*1", "*1x2", "Ultrarapid Metabolizer", 3.0),
+        ("*4x2", "*4", "Poor Metabolizer", 0.0),
+        ("*10x2", "*4", "Intermediate Metabolizer", 0.5),  # CPIC: *10x2 = 2 x 0.25
+        ("*41x2", "*5", "Intermediate Metabolizer", 1.0),
+        ("*2x2", "*41", "Ultrarapid Metabolizer", 2.5),
+        ("*36+*10", "*1", "Normal Metabolizer", 1.25),  # tandem: the parts' sum
+        ("*4x≥3", "*5", "Poor Metabolizer", 0.0),  # no function however many copies
+    ],
+)
+def test_copy_number_alleles_score_value_times_copies(a, b, phenotype, score):
+    assert phenotype_of("CYP2D6", a, b) == phenotype_of("CYP2D6", b, a)
+    call = phenotype_of("CYP2D6", a, b)
+    assert (call.phenotype, call.activity_score) == (phenotype, score)
+
+
+def test_at_least_n_copies_decides_only_when_every_higher_score_agrees():
+    # *1x≥3 is at least 3: ultrarapid whatever the other allele, but the exact score is unknown
+    assert phenotype_of("CYP2D6", "*1x≥3", "*4") == phenotype_of("CYP2D6", "*4", "*1x≥3")
+    assert phenotype_of("CYP2D6", "*1x≥3", "*4").phenotype == "Ultrarapid Metabolizer"
+    assert phenotype_of("CYP2D6", "*1x≥3", "*4").activity_score is None
+    assert activity_score("CYP2D6", "*2x≥3", "*1") is None
+    # *41x≥3 is at least 1.5: normal at 3 copies, ultrarapid at 5
+    assert phenotype_of("CYP2D6", "*41x≥3", "*4").phenotype == INDETERMINATE
+    assert haplotype_score("CYP2D6", "*41x>=3") == haplotype_score("CYP2D6", "*41x≥3")
+
+
+def test_copy_number_of_an_uncertain_allele_is_indeterminate():
+    assert phenotype_of("CYP2D6", "*22x2", "*1").phenotype == INDETERMINATE
+    assert phenotype_of("CYP2D6", "*1x≥3", "*22").phenotype == INDETERMINATE
+
+
+def test_names_the_knowledge_base_defines_are_not_parsed():
+    # UGT1A1 "*80+*28" and DPYD "c.1905+1G>A (*2A)" are single alleles of the knowledge base
+    assert phenotype_of("UGT1A1", "*80+*28", "*1").phenotype != INDETERMINATE
+    assert haplotype_score("DPYD", "c.1905+1G>A (*2A)").value == 0.0
+
+
+@pytest.mark.parametrize("allele", ["*999x2", "*1x0", "*1x", "x2", "*1+*999", "*4x2x2"])
+def test_unknown_copy_number_alleles_are_refused(allele):
+    with pytest.raises(KeyError):
+        phenotype_of("CYP2D6", allele, "*1")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    first=st.sampled_from(_CYP2D6_SCORED),
+    second=st.sampled_from(_CYP2D6_SCORED),
+    copies=st.integers(1, 6),
+)
+def test_duplicated_allele_scores_copies_times_its_value(first, second, copies):
+    (a, value_a), (b, value_b) = first, second
+    name = a if copies == 1 else f"{a}x{copies}"
+    call = phenotype_of("CYP2D6", name, b)
+    assert call.activity_score == pytest.approx(value_a * copies + value_b)
+    assert call.phenotype == phenotype_from_score("CYP2D6", value_a * copies + value_b)
+    assert call == phenotype_of("CYP2D6", b, name)
+
+
+@settings(max_examples=200, deadline=None)
+@given(first=st.sampled_from(_CYP2D6_SCORED), second=st.sampled_from(_CYP2D6_SCORED), copies=st.integers(2, 6))
+def test_at_least_n_copies_is_never_contradicted_by_more_copies(first, second, copies):
+    (a, _), (b, _) = first, second
+    bound = phenotype_of("CYP2D6", f"{a}x≥{copies}", b).phenotype
+    if bound != INDETERMINATE:  # then every actual copy number gives the same phenotype
+        for more in range(copies, copies + 6):
+            assert phenotype_of("CYP2D6", f"{a}x{more}", b).phenotype == bound
+
+
+@settings(max_examples=100, deadline=None)
+@given(unscored=st.sampled_from(_CYP2D6_UNSCORED), other=st.sampled_from(_CYP2D6_SCORED), copies=st.integers(1, 4))
+def test_unscored_alleles_stay_indeterminate_in_any_copy_number(unscored, other, copies):
+    assert phenotype_of("CYP2D6", f"{unscored}x{copies}", other[0]).phenotype == INDETERMINATE
+    assert phenotype_of("CYP2D6", f"{other[0]}+{unscored}", other[0]).phenotype == INDETERMINATE
+
+
+@pytest.mark.parametrize("allele", ["*1x2", "*1x4", "*4x2", "*10x2", "*41x2", "*36+*10", "*1x2+*4x2+*10"])
+def test_copy_number_scores_agree_with_pypgxs_own_rule(allele):
+    pypgx = pytest.importorskip("pypgx")
+    assert haplotype_score("CYP2D6", allele).value == pytest.approx(pypgx.predict_score("CYP2D6", allele))

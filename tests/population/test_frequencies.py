@@ -13,15 +13,18 @@ from importlib import resources
 from pgxtwin.knowledge.alleles import gene_definition
 from pgxtwin.knowledge.frequencies import (
     FREQUENCY_RESOURCE,
+    OUTSIDE_LIMIT,
     FrequencyDataError,
     FrequencyFile,
     _check_gene,
     allele_frequencies,
+    allele_sort_key,
     cpic_group_name,
     frequency_data,
     frequency_genes,
     groups,
     groups_with_data,
+    is_known_allele,
     missing_reason,
 )
 
@@ -59,14 +62,13 @@ def test_every_gene_names_a_source_with_a_version():
         assert "CPIC" in data.sources[entry.source].title
 
 
-@pytest.mark.parametrize("gene", ["CYP2C19", "CYP2C9", "CYP3A5", "DPYD", "NUDT15", "SLCO1B1", "TPMT"])
+@pytest.mark.parametrize("gene", ["CYP2C19", "CYP2C9", "CYP2D6", "CYP3A5", "DPYD", "NUDT15", "SLCO1B1", "TPMT"])
 def test_completed_frequencies_sum_to_one_and_use_knowledge_base_alleles(gene):
-    known = {a.name for a in gene_definition(gene).alleles}
     for group in groups_with_data(gene):
         freqs = allele_frequencies(gene, group)
         assert math.isclose(sum(freqs.frequencies), 1.0, abs_tol=1e-12)
         assert all(f > 0 for f in freqs.frequencies)
-        assert set(freqs.alleles) <= known
+        assert all(is_known_allele(gene, a) for a in freqs.alleles)
         assert freqs.citation
 
 
@@ -92,13 +94,37 @@ def test_alleles_are_in_knowledge_base_order():
     assert list(freqs.alleles) == sorted(freqs.alleles, key=order.__getitem__)
 
 
+def test_copy_number_alleles_follow_their_base_allele():
+    alleles = allele_frequencies("CYP2D6", "european").alleles
+    assert alleles[:7] == ("*1", "*1x2", "*1x≥3", "*2", "*2x2", "*2x≥3", "*3")
+    keys = [allele_sort_key("CYP2D6", a) for a in ("*4", "*4x2", "*4x≥3", "*5")]
+    assert keys == sorted(keys)
+
+
 def test_excluded_groups_have_reasons_and_no_numbers():
     assert groups_with_data("CYP3A5") == ("european", "east_asian", "latino")
     assert "*7" in missing_reason("CYP3A5", "sub_saharan_african")
-    assert groups_with_data("CYP2D6") == ()
-    assert "no sourced" in missing_reason("CYP2D6", "european")
+    assert "sub_saharan_african" not in groups_with_data("CYP2D6")
+    assert "*149" in missing_reason("CYP2D6", "sub_saharan_african")
+    assert groups_with_data("CYP2B6") == ()
+    assert "no sourced" in missing_reason("CYP2B6", "european")
     with pytest.raises(KeyError):
         allele_frequencies("CYP3A5", "sub_saharan_african")
+
+
+def test_cyp2d6_is_cpics_table_summing_to_one_with_the_alleles_outside_the_knowledge_base():
+    gene = _raw()["genes"]["CYP2D6"]
+    for group, alleles in gene["groups"].items():
+        outside = gene["outside_knowledge_base"].get(group, {})
+        assert abs(sum(alleles.values()) + sum(outside.values()) - 1.0) < 1e-6, group
+        assert sum(outside.values()) <= OUTSIDE_LIMIT
+        # left out of sampling: the others are scaled up by exactly 1 / (1 - left-out mass)
+        sampled = allele_frequencies("CYP2D6", group)
+        freqs = dict(zip(sampled.alleles, sampled.frequencies))
+        assert freqs["*1"] == pytest.approx(alleles["*1"] / (1.0 - sum(outside.values())), rel=1e-6)
+        assert not set(freqs) & set(outside)
+    # the copy-number alleles CPIC lists, as named in CPIC's table
+    assert {"*1x2", "*1x≥3", "*2x2", "*4x2", "*10x2", "*41x2"} <= set(gene["groups"]["european"])
 
 
 def test_well_known_frequencies_are_where_cpic_puts_them():
@@ -111,7 +137,12 @@ def test_well_known_frequencies_are_where_cpic_puts_them():
     assert f("CYP2C19", "oceanian", "*2") > 4 * f("CYP2C19", "european", "*2")
     assert f("CYP2C9", "sub_saharan_african", "*8") > 10 * f("CYP2C9", "european", "*8")
     assert f("CYP3A5", "european", "*3") > 0.9
-    assert frequency_genes() == ("CYP2C19", "CYP2C9", "CYP3A5", "DPYD", "NUDT15", "SLCO1B1", "TPMT")
+    # CYP2D6*10 is the common East Asian allele, *4 the European no-function allele, and gene
+    # duplications are commonest in Oceanian chromosomes
+    assert f("CYP2D6", "east_asian", "*10") > 0.4 > f("CYP2D6", "european", "*10")
+    assert f("CYP2D6", "european", "*4") > 10 * f("CYP2D6", "east_asian", "*4")
+    assert f("CYP2D6", "oceanian", "*1x2") > 10 * f("CYP2D6", "european", "*1x2")
+    assert frequency_genes() == ("CYP2C19", "CYP2C9", "CYP2D6", "CYP3A5", "DPYD", "NUDT15", "SLCO1B1", "TPMT")
 
 
 @pytest.mark.parametrize(
@@ -130,6 +161,30 @@ def test_validator_refuses_inconsistent_data(mutate, message):
     data = FrequencyFile.model_validate(raw)
     with pytest.raises(FrequencyDataError, match=message.replace("(", r"\(").replace(")", r"\)").replace("]", r"\]")):
         _check_gene("CYP2C19", data.genes["CYP2C19"], data)
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda g: g["groups"]["european"].update({"*999x2": 0.001}), "not in the knowledge base"),
+        (lambda g: g["outside_knowledge_base"]["european"].update({"*4": 0.001}), "is in the knowledge base"),
+        (lambda g: g["outside_knowledge_base"]["european"].update({"*149": 0.02}), "exclude the group"),
+        (lambda g: g["groups"]["european"].update({"*1x2": 0.5}), "sum to"),
+    ],
+)
+def test_validator_refuses_inconsistent_copy_number_data(mutate, message):
+    raw = copy.deepcopy(_raw())
+    mutate(raw["genes"]["CYP2D6"])
+    data = FrequencyFile.model_validate(raw)
+    with pytest.raises(FrequencyDataError, match=message):
+        _check_gene("CYP2D6", data.genes["CYP2D6"], data)
+
+
+def test_copy_number_alleles_are_known_only_where_the_gene_has_activity_scores():
+    assert is_known_allele("CYP2D6", "*2x≥3") and is_known_allele("CYP2D6", "*36+*10")
+    assert not is_known_allele("CYP2D6", "*999x2")
+    assert not is_known_allele("CYP2B6", "*6x2")  # CYP2B6 phenotypes come from a diplotype table
+    assert is_known_allele("UGT1A1", "*80+*28")  # a knowledge-base allele whose name has a "+"
 
 
 def test_remainder_genes_may_not_list_their_reference_allele():

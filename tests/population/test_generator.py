@@ -23,7 +23,7 @@ from pgxtwin.cli_population import population
 from pgxtwin.errors import PgxInputError
 from pgxtwin.knowledge.frequencies import allele_frequencies
 from pgxtwin.knowledge.phenotypes import phenotype_of
-from pgxtwin.pk.drug_model import PatientFactors
+from pgxtwin.pk.drug_model import GeneInput, PatientFactors, gene_status
 from pgxtwin.population.covariates import body_model
 from pgxtwin.population.generator import (
     PopulationSpec,
@@ -39,6 +39,9 @@ N_LARGE = 200_000
 BODY_YAML = Path(__file__).parents[2] / "src" / "pgxtwin" / "knowledge" / "data" / "body_measures.yaml"
 
 EU_EA = PopulationSpec(mix={"european": 0.6, "east_asian": 0.4}, seed=7)
+WITH_COMEDICATIONS = PopulationSpec(
+    mix={"european": 0.6, "east_asian": 0.4}, seed=7, comedication_prevalence={"fluoxetine": 0.2, "omeprazole": 0.5}
+)
 
 
 @lru_cache(maxsize=None)
@@ -69,13 +72,17 @@ def test_chunking_does_not_change_any_patient():
 
 
 @settings(max_examples=15, deadline=None)
-@given(start=st.integers(0, 10**12), cuts=st.lists(st.integers(1, 40), min_size=1, max_size=4))
-def test_any_split_at_any_offset_gives_the_same_patients(start, cuts):
+@given(
+    start=st.integers(0, 10**12),
+    cuts=st.lists(st.integers(1, 40), min_size=1, max_size=4),
+    spec=st.sampled_from([EU_EA, WITH_COMEDICATIONS]),
+)
+def test_any_split_at_any_offset_gives_the_same_patients(start, cuts, spec):
     size = sum(cuts)
-    whole = generate_chunk(EU_EA, start, size)
+    whole = generate_chunk(spec, start, size)
     pieces, at = [], start
     for cut in cuts:
-        pieces.append(generate_chunk(EU_EA, at, cut))
+        pieces.append(generate_chunk(spec, at, cut))
         at += cut
     assert _column_arrays(whole) == _column_arrays(pa.concat_tables(pieces))
     assert whole.column("patient_id").to_pylist() == list(range(start, start + size))
@@ -103,25 +110,27 @@ def test_columns_and_types():
     s = schema(spec)
     assert s.names == [
         "patient_id", "group", "age", "sex", "weight_kg", "height_cm", "serum_creatinine_mg_dl", "crcl_ml_min",
-        "CYP2C19_diplotype", "CYP2C19_phenotype", "CYP2C9_diplotype", "CYP2C9_phenotype",
+        "comedications", "CYP2C19_diplotype", "CYP2C19_phenotype", "CYP2C9_diplotype", "CYP2C9_phenotype",
     ]
-    for name in ("group", "sex", "CYP2C19_diplotype", "CYP2C19_phenotype"):
+    for name in ("group", "sex", "comedications", "CYP2C19_diplotype", "CYP2C19_phenotype"):
         assert pa.types.is_dictionary(s.field(name).type)
     table = generate_chunk(spec, 0, 100)
     assert table.schema.equals(s)
     assert set(table.column("group").to_pylist()) == {"european"}
     assert set(table.column("sex").to_pylist()) <= {"F", "M"}
+    assert set(table.column("comedications").to_pylist()) == {""}  # no prevalences given: no defaults
     assert b"CPIC" in s.metadata[b"pgxtwin.population"]
 
 
 def test_default_genes_are_those_with_data_for_every_group_in_the_mix():
     assert [c for c in schema(EU_EA).names if c.endswith("_phenotype")] == [
-        "CYP2C19_phenotype", "CYP2C9_phenotype", "CYP3A5_phenotype",
+        "CYP2C19_phenotype", "CYP2C9_phenotype", "CYP2D6_phenotype", "CYP3A5_phenotype",
         "DPYD_phenotype", "NUDT15_phenotype", "SLCO1B1_phenotype", "TPMT_phenotype",
     ]
     african = PopulationSpec(mix={"european": 0.5, "sub_saharan_african": 0.5})
     assert "CYP3A5_phenotype" not in schema(african).names
     assert "sub_saharan_african" in excluded_genes(african)["CYP3A5"]
+    assert "sub_saharan_african" in excluded_genes(african)["CYP2D6"]
 
 
 def test_group_proportions_follow_the_mix():
@@ -144,10 +153,16 @@ def _expected_phenotypes(gene: str, group: str) -> dict[str, float]:
     return out
 
 
-@pytest.mark.parametrize("group", ["european", "east_asian", "sub_saharan_african", "oceanian"])
-@pytest.mark.parametrize("gene", ["CYP2C19", "CYP2C9"])
+@pytest.mark.parametrize(
+    "gene, group",
+    [
+        *((gene, group) for gene in ("CYP2C19", "CYP2C9") for group in ("european", "east_asian", "sub_saharan_african", "oceanian")),
+        *(("CYP2D6", group) for group in ("european", "east_asian", "oceanian", "near_eastern")),
+    ],
+)
 def test_phenotype_frequencies_match_hardy_weinberg_expectation(gene, group):
-    observed = _frame(group, ("CYP2C19", "CYP2C9"))[f"{gene}_phenotype"].value_counts(normalize=True)
+    genes = ("CYP2C19", "CYP2C9", "CYP2D6") if gene == "CYP2D6" else ("CYP2C19", "CYP2C9")
+    observed = _frame(group, genes)[f"{gene}_phenotype"].value_counts(normalize=True)
     expected = _expected_phenotypes(gene, group)
     for phenotype, p in expected.items():
         se = math.sqrt(p * (1 - p) / N_LARGE)
@@ -163,9 +178,18 @@ def test_cyp2c19_poor_metabolizers_about_2_percent_european_13_percent_east_asia
     assert 0.02 < eu < 0.03 and 0.12 < ea < 0.14
 
 
+def test_copy_number_diplotypes_are_drawn_and_scored():
+    frame = _frame("oceanian", ("CYP2C19", "CYP2C9", "CYP2D6"))
+    duplicated = frame["CYP2D6_diplotype"].str.contains("x")
+    # CPIC: *1x2 has frequency 0.1189 in Oceanian chromosomes, so ~22% of people carry a duplication
+    assert 0.2 < duplicated.mean() < 0.3
+    um = frame.loc[frame["CYP2D6_diplotype"] == "*1/*1x2", "CYP2D6_phenotype"]
+    assert len(um) > 1000 and set(um) == {"Ultrarapid Metabolizer"}
+
+
 def test_diplotypes_agree_with_phenotypes_through_the_knowledge_base():
     frame = generate_chunk(EU_EA, 0, 3000).to_pandas()
-    for gene in ("CYP2C19", "CYP2C9", "CYP3A5"):
+    for gene in ("CYP2C19", "CYP2C9", "CYP2D6", "CYP3A5"):
         pairs = frame[[f"{gene}_diplotype", f"{gene}_phenotype"]].drop_duplicates()
         for diplotype, phenotype in pairs.itertuples(index=False):
             a, b = diplotype.split("/")
@@ -194,19 +218,34 @@ def _body_yaml():
     return yaml.safe_load(BODY_YAML.read_text(encoding="utf-8"))
 
 
-@pytest.mark.parametrize("sex", ["F", "M"])
-def test_height_and_bmi_reproduce_the_published_percentiles(sex):
-    frame = _frame("european")
-    rows = frame[frame["sex"] == sex]
+def _band_range(band: str) -> tuple[float, float]:
+    low, _, high = band.rstrip("+").partition("-")
+    return float(low), (float(high) + 1.0 if high else 120.0)
+
+
+@pytest.mark.parametrize("band", list(_body_yaml()["height_cm"]["F"]))
+def test_height_and_bmi_reproduce_the_published_percentiles_of_each_age_band_and_sex(band):
+    frame = generate_chunk(PopulationSpec(mix={"european": 1.0}, genes=(), seed=5, age_range=_band_range(band)), 0, 80_000).to_pandas()
     data = _body_yaml()
-    for name, values, scale in (
-        ("height_in", rows["height_cm"].to_numpy(), 1 / 2.54),
-        ("bmi_kg_m2", rows["weight_kg"].to_numpy() / (rows["height_cm"].to_numpy() / 100) ** 2, 1.0),
-    ):
-        table = data[name]
-        got = np.percentile(values * scale, table["percentiles"])
-        # sampling error of a percentile with ~100,000 draws is well under 0.1 unit here
-        assert np.allclose(got, table[sex], atol=0.15), (name, got, table[sex])
+    for sex in ("F", "M"):
+        rows = frame[frame["sex"] == sex]
+        for name, values in (
+            ("height_cm", rows["height_cm"].to_numpy()),
+            ("bmi_kg_m2", rows["weight_kg"].to_numpy() / (rows["height_cm"].to_numpy() / 100) ** 2),
+        ):
+            published = data[name][sex][band]
+            shown = [(p, v) for p, v in zip(data[name]["percentiles"], published) if v is not None]
+            got = np.percentile(values, [p for p, _ in shown])
+            # ~40,000 draws per sex: a percentile's sampling error is under 0.15 cm / 0.15 kg/m²
+            assert np.allclose(got, [v for _, v in shown], atol=0.3), (name, sex, got, published)
+
+
+def test_body_size_changes_with_age_band_as_published():
+    old = generate_chunk(PopulationSpec(mix={"european": 1.0}, genes=(), seed=5, age_range=(80.0, 90.0)), 0, 20_000).to_pandas()
+    young = generate_chunk(PopulationSpec(mix={"european": 1.0}, genes=(), seed=5, age_range=(20.0, 30.0)), 0, 20_000).to_pandas()
+    for sex in ("F", "M"):
+        # NCHS 2021-2023: median height 156.9 (80+) vs 163.3 cm (20-29) in women, 169.9 vs 176.1 in men
+        assert young[young.sex == sex].height_cm.median() - old[old.sex == sex].height_cm.median() > 5.0
 
 
 @pytest.mark.parametrize("sex", ["F", "M"])
@@ -240,11 +279,51 @@ def test_creatinine_clearance_is_cockcroft_gault_of_the_row():
 
 def test_virtual_patients_are_valid_patient_factors():
     # creatinine clearance is left out: Cockcroft–Gault on total body weight exceeds
-    # PatientFactors' 300 mL/min bound for about 3 in 10,000 virtual adults (young, heavy, low SCr)
+    # PatientFactors' 300 mL/min bound for about 9 in 10,000 virtual adults (young, heavy, low SCr)
     frame = generate_chunk(EU_EA, 0, 500).to_pandas()
     for row in frame.itertuples():
         patient = PatientFactors(weight_kg=row.weight_kg, height_cm=row.height_cm, age_years=row.age, sex=row.sex)
-        assert patient.bsa_m2 is not None and 1.0 < patient.bsa_m2 < 3.2
+        assert patient.bsa_m2 is not None and 1.0 < patient.bsa_m2 < 3.6
+    extremes = _frame("european")
+    assert extremes.weight_kg.between(20.0, 300.0).all() and extremes.height_cm.between(130.0, 210.0).all()
+
+
+# --- co-medications -----------------------------------------------------------------------------
+
+
+def test_comedications_are_taken_with_the_given_prevalence_independently():
+    frame = generate_chunk(WITH_COMEDICATIONS, 0, 40_000).to_pandas()
+    taken = frame["comedications"].str.split(";")
+    for drug, p in (("fluoxetine", 0.2), ("omeprazole", 0.5)):
+        share = taken.apply(lambda names, d=drug: d in names).mean()
+        assert abs(share - p) < 4 * math.sqrt(p * (1 - p) / len(frame))
+    both = (frame["comedications"] == "fluoxetine;omeprazole").mean()
+    assert abs(both - 0.1) < 4 * math.sqrt(0.09 / len(frame))
+    # the co-medication streams are their own: genotypes and covariates are those without them
+    plain = generate_chunk(EU_EA, 0, 40_000)
+    for name in ("CYP2D6_diplotype", "weight_kg", "group"):
+        assert generate_chunk(WITH_COMEDICATIONS, 0, 40_000).column(name).to_pylist() == plain.column(name).to_pylist()
+
+
+def test_prevalence_zero_and_one_are_exact():
+    spec = PopulationSpec(mix={"latino": 1.0}, genes=(), comedication_prevalence={"paroxetine": 1.0, "rifampin": 0.0})
+    assert set(generate_chunk(spec, 0, 5000).column("comedications").to_pylist()) == {"paroxetine"}
+
+
+def test_a_generated_comedication_phenoconverts_the_patient():
+    frame = generate_chunk(WITH_COMEDICATIONS, 0, 2000).to_pandas()
+    row = frame[(frame.CYP2D6_phenotype == "Normal Metabolizer") & frame.comedications.str.contains("fluoxetine")].iloc[0]
+    patient = PatientFactors(
+        genes={"CYP2D6": GeneInput.from_text("CYP2D6", row.CYP2D6_diplotype)},
+        comedications=tuple(row.comedications.split(";")),
+    )
+    # fluoxetine is a strong CYP2D6 inhibitor in the library: a normal metabolizer acts as a poor one
+    assert gene_status("CYP2D6", patient).effective_phenotype == "Poor Metabolizer"
+
+
+def test_copy_number_diplotypes_are_valid_patient_inputs():
+    given = GeneInput.from_text("CYP2D6", "*1x2/*4")
+    assert (given.phenotype, given.activity_score) == ("Normal Metabolizer", 2.0)
 
 
 # --- Parquet -----------------------------------------------------------------------------------
@@ -286,7 +365,15 @@ def test_write_population_leaves_nothing_half_written(tmp_path):
         (PopulationSpec(mix={}), "--mix", "no groups"),
         (PopulationSpec(mix={"european": 1.5, "east_asian": -0.5}), "--mix", ">= 0"),
         (PopulationSpec(mix={"european": 0.5, "sub_saharan_african": 0.5}, genes=("CYP3A5",)), "--genes", "sub_saharan_african"),
-        (PopulationSpec(mix={"european": 1.0}, genes=("CYP2D6",)), "--genes", "CYP2D6"),
+        (PopulationSpec(mix={"european": 1.0}, genes=("CYP2B6",)), "--genes", "CYP2B6"),
+        (PopulationSpec(mix={"sub_saharan_african": 1.0}, genes=("CYP2D6",)), "--genes", "*149"),
+        (PopulationSpec(mix={"european": 1.0}, comedication_prevalence={"aspirin": 0.1}), "--comedication-prevalence", "aspirin"),
+        (PopulationSpec(mix={"european": 1.0}, comedication_prevalence={"fluoxetine": 1.5}), "--comedication-prevalence", "[0, 1]"),
+        (
+            PopulationSpec(mix={"european": 1.0}, comedication_prevalence={"fluoxetine": 0.1, "Fluoxetine": 0.2}),
+            "--comedication-prevalence",
+            "twice",
+        ),
         (PopulationSpec(mix={"european": 1.0}, genes=("CYP2C19", "CYP2C19")), "--genes", "twice"),
         (PopulationSpec(mix={"european": 1.0}, seed=-1), "--seed", "2**64"),
         (PopulationSpec(mix={"european": 1.0}, age_range=(10.0, 50.0)), "--age-range", "18"),
@@ -384,3 +471,22 @@ def test_mix_option_never_fails_with_anything_but_a_named_input_error(text):
         assert str(exc).startswith("--mix")
     else:
         assert all(isinstance(v, float) for v in parsed.values())
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d["height_cm"]["F"].pop("20-29"), "same age bands"),
+        (lambda d: d["bmi_kg_m2"]["M"]["30-39"].reverse(), "increasing"),
+        (lambda d: [d[v][s].update({"80": d[v][s].pop("80+")}) for v in ("height_cm", "bmi_kg_m2") for s in "FM"], "LOW+"),
+    ],
+)
+def test_body_file_validator_refuses_inconsistent_tables(mutate, message):
+    from pydantic import ValidationError
+
+    from pgxtwin.population.covariates import _BodyFile
+
+    data = _body_yaml()
+    mutate(data)
+    with pytest.raises(ValidationError, match=message):
+        _BodyFile.model_validate(data)

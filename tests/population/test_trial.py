@@ -7,6 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from pgxtwin.errors import PgxInputError
 from pgxtwin.knowledge.drugs import load_drug
 from pgxtwin.pk import metrics
 from pgxtwin.pk.dosing import DosingHistory
@@ -17,7 +18,8 @@ from pgxtwin.population.endpoints import (
     GRID_POINTS, Covariates, drug_endpoints, endpoint_values, exposure, individual_parameters, standard_normals,
     uses_fast_path, variability_key, variability_size,
 )
-from pgxtwin.population.trial import plan_trial, population_seed, simulate_chunk
+from pgxtwin.population.generator import generate_chunk
+from pgxtwin.population.trial import plan_trial, population_seed, population_spec, simulate_chunk
 from pgxtwin.population.trial_spec import parse_trial
 from pgxtwin.twin.regimen import reference_target
 
@@ -290,3 +292,37 @@ def test_engine_path_drugs_are_solved_in_batches_fixed_by_patient_index(tmp_path
     label = by_arm(whole, "label")
     window = load_drug("voriconazole").therapeutic_window
     assert np.array_equal(label["target_attained"], (label["trough_mg_l"] >= window.low * (1 - 1e-9)) & (label["trough_mg_l"] <= window.high * (1 + 1e-9)))
+
+
+def test_comedications_phenoconvert_in_every_arm() -> None:
+    """Half the population takes fluvoxamine (a CYP2C19 inhibitor in the library): their escitalopram
+    parameters are those of the drug model with that co-medication, so their exposure on the label dose
+    is higher than the same phenotype's without it, and the guided arm doses them as phenoconverted."""
+    data = dict(TRIAL, population={"size": 1200, "mix": {"european": 1.0}, "comedication_prevalence": {"fluvoxamine": 0.5}})
+    table, _ = simulate_chunk(plan_of(data), 0, 0, 1200)
+    label, guided = by_arm(table, "label"), by_arm(table, "guided")
+    taking = label["comedications"] == "fluvoxamine"
+    assert 0.4 < taking.mean() < 0.6 and set(label["comedications"]) == {"", "fluvoxamine"}
+    normal = label["CYP2C19_phenotype"] == "Normal Metabolizer"
+    model = drug_model("escitalopram")
+    nm = GeneInput.from_text("CYP2C19", "Normal Metabolizer")
+    without = model.individualise(PatientFactors(genes={"CYP2C19": nm})).parameters["cl"]
+    with_inhibitor = model.individualise(PatientFactors(genes={"CYP2C19": nm}, comedications=("fluvoxamine",))).parameters["cl"]
+    assert with_inhibitor < without
+    # the same individual variability in both groups: the geometric-mean exposure ratio is the clearance ratio
+    ratio = np.exp(np.log(label["css_avg_mg_l"][normal & taking]).mean() - np.log(label["css_avg_mg_l"][normal & ~taking]).mean())
+    assert ratio == pytest.approx(without / with_inhibitor, rel=0.1)
+    # the guided arm's strata carry the co-medication to the optimiser (for escitalopram both groups
+    # of normal metabolizers still get the 20 mg maximum: the inhibitor raises their attainment)
+    plan = plan_of(data)
+    cohort = arms.Cohort.from_table(generate_chunk(population_spec(plan, 0), 0, 1200), plan.genes)
+    index, strata = arms.genotype_strata(model, cohort)
+    assert {comeds for _, comeds in strata} == {(), ("fluvoxamine",)}
+    assert np.array_equal(np.array([strata[i][1] == ("fluvoxamine",) for i in index]), taking)
+    assert np.array_equal(guided["dose_mg"], [arms.guided_regimen("escitalopram", strata[i], ())[0] for i in index])
+
+
+def test_unknown_comedication_is_refused_naming_the_key() -> None:
+    data = dict(TRIAL, population={"size": 10, "mix": {"european": 1.0}, "comedication_prevalence": {"aspirin": 0.1}})
+    with pytest.raises(PgxInputError, match=r"population\.comedication_prevalence\.aspirin: not a perpetrator drug"):
+        plan_of(data)

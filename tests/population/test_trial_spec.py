@@ -122,7 +122,7 @@ def test_unknown_population_group() -> None:
          "arms[0].drug", "exclude them with population.inclusion.phenotypes.CYP2C19"),
         ({"population": {"size": 10, "mix": {"european": 1.0}, "inclusion": {"phenotypes": {"CYP2C19": ["Slow"]}}}},
          "population.inclusion.phenotypes.CYP2C19[0]", "unknown CYP2C19 phenotype 'Slow'"),
-        ({"stratify_by": ["CYP2D6"]}, "stratify_by[0]", "no CYP2D6 allele frequencies"),
+        ({"stratify_by": ["CYP2B6"]}, "stratify_by[0]", "no CYP2B6 allele frequencies"),
         ({"arms": [{"name": "a", "kind": "standard", "drug": "escitalopram", "dose": "10 g"}]},
          "arms[0].dose", "'10 g' is implausible for escitalopram"),
         ({"arms": [{"name": "a", "kind": "standard", "drug": "escitalopram", "dose": "ten"}]},

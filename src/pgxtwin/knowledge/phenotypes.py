@@ -1,4 +1,5 @@
-"""Diplotype -> phenotype and activity-score -> phenotype rules (pypgx tables, from CPIC).
+"""Diplotype -> phenotype and activity-score -> phenotype rules (pypgx tables, from CPIC), with
+copy-number (``*1x2``, ``*4x≥3``) and tandem (``*36+*10``) alleles scored by CPIC's rule.
 
 One code path for every caller: a real patient's diplotype, an outside call and a virtual
 patient in a population all go through :func:`phenotype_of`.
@@ -18,6 +19,7 @@ INDETERMINATE = "Indeterminate"
 NO_RULE = "n/a"  # the knowledge base has no phenotype rule for this gene
 
 _OPS = {"<=": operator.le, "<": operator.lt, "==": operator.eq, ">=": operator.ge, ">": operator.gt}
+_UNBOUNDED = 1e9  # a score above every CPIC threshold
 _TERM = re.compile(r"^\s*(?:([0-9.]+)\s*(<=|<|==)\s*)?score\s*(?:(<=|<|==)\s*([0-9.]+))?\s*$")
 
 
@@ -75,23 +77,78 @@ def phenotype_from_score(gene: str, score: float) -> str:
     return INDETERMINATE
 
 
-def activity_score(gene: str, allele1: str, allele2: str, assembly: str = "GRCh38") -> float | None:
-    """Sum of the two alleles' activity values, or None when either has none."""
+# PharmVar/CPIC structural notation: "*1x2" (two copies), "*2x≥3" (three or more copies),
+# "*36+*10" (tandem: one haplotype carrying both genes).
+_COPIES = re.compile(r"^(?P<base>.+?)x(?P<at_least>≥|>=)?(?P<copies>[0-9]+)$")
+
+
+@dataclass(frozen=True)
+class HaplotypeScore:
+    """Activity value of one haplotype: ``value`` exactly, or at least ``value`` when
+    ``open_ended`` (a "≥N copies" allele of a functional gene copy)."""
+
+    value: float
+    open_ended: bool = False
+
+
+def haplotype_score(gene: str, allele: str, assembly: str = "GRCh38") -> HaplotypeScore | None:
+    """Activity value of a star allele, a copy-number allele or a tandem (None when a part has
+    no activity value, e.g. uncertain function).
+
+    A name the knowledge base defines is looked up as is (UGT1A1 "*80+*28", DPYD "c.1905+1G>A"
+    are single alleles there).  Otherwise, as in CPIC's CYP2D6 genotype-to-phenotype rule
+    (Caudle et al. 2020, PMID 31647186; the same rule as pypgx's ``predict_score``): a duplicated
+    allele ``*AxN`` has N times the activity value of ``*A`` and a tandem ``*A+*B`` the sum of
+    its parts.  ``*Ax≥N`` is at least N times the value.  Raises ``KeyError`` for a name that is
+    neither."""
     definition = gene_definition(gene, assembly)
-    values = [definition.allele(a).activity_value for a in (allele1, allele2)]
-    if any(v is None for v in values):
+    try:
+        value = definition.allele(allele).activity_value
+        return None if value is None else HaplotypeScore(float(value))
+    except KeyError:
+        if "+" not in allele and _COPIES.match(allele) is None:
+            raise
+    total, open_ended = 0.0, False
+    for part in allele.split("+"):
+        match = _COPIES.match(part)
+        base, copies = (match["base"], int(match["copies"])) if match else (part, 1)
+        if copies < 1:
+            raise KeyError(allele)
+        value = definition.allele(base).activity_value  # KeyError for an unknown base allele
+        if value is None:
+            return None
+        total += float(value) * copies
+        open_ended |= bool(match and match["at_least"]) and value > 0
+    return HaplotypeScore(total, open_ended)
+
+
+def activity_score(gene: str, allele1: str, allele2: str, assembly: str = "GRCh38") -> float | None:
+    """Sum of the two alleles' activity values, or None when either has none or the sum is
+    only a lower bound (a "≥N copies" allele)."""
+    parts = [haplotype_score(gene, a, assembly) for a in (allele1, allele2)]
+    if any(p is None or p.open_ended for p in parts):
         return None
-    return float(sum(values))  # type: ignore[arg-type]
+    return float(sum(p.value for p in parts))  # type: ignore[union-attr]
 
 
 def phenotype_of(gene: str, allele1: str, allele2: str, assembly: str = "GRCh38") -> PhenotypeCall:
-    """Phenotype of a diplotype by the gene's CPIC rule (activity score or diplotype table)."""
+    """Phenotype of a diplotype by the gene's CPIC rule (activity score or diplotype table).
+
+    Copy-number and tandem alleles are scored by :func:`haplotype_score`.  When a "≥N copies"
+    allele makes the score a lower bound, the phenotype is the bound's if every higher score
+    has the same phenotype (CPIC's top class is open-ended: *1x≥3/*1 is an ultrarapid
+    metabolizer whatever the copy number), otherwise Indeterminate; the score is then None."""
     definition = gene_definition(gene, assembly)
     if definition.phenotype_method == "Score":
-        score = activity_score(gene, allele1, allele2, assembly)
-        if score is None:
+        parts = [haplotype_score(gene, a, assembly) for a in (allele1, allele2)]
+        if any(p is None for p in parts):
             return PhenotypeCall(INDETERMINATE, None)
-        return PhenotypeCall(phenotype_from_score(gene, score), score)
+        score = float(sum(p.value for p in parts))  # type: ignore[union-attr]
+        phenotype = phenotype_from_score(gene, score)
+        if any(p.open_ended for p in parts):  # type: ignore[union-attr]
+            bounded = phenotype == phenotype_from_score(gene, score + _UNBOUNDED)
+            return PhenotypeCall(phenotype if bounded else INDETERMINATE, None)
+        return PhenotypeCall(phenotype, score)
     if definition.phenotype_method == "Diplotype":
         found = _diplotype_table(gene).get(_pair_key(allele1, allele2))
         return PhenotypeCall(found if found else INDETERMINATE, None)

@@ -77,6 +77,10 @@ def gene_inputs(results: Mapping[str, GeneResult]) -> dict[str, GeneInput]:
     return {gene: given for gene, given in inputs.items() if given is not None}
 
 
+# Covariate values PatientFactors accepts (inclusive): wider than any adult or child, to catch unit mistakes
+PLAUSIBLE_RANGES = {"weight_kg": (0.5, 400.0), "height_cm": (30.0, 260.0), "age_years": (0.0, 120.0), "crcl_ml_min": (0.0, 300.0)}
+
+
 @dataclass(frozen=True)
 class PatientFactors:
     """Covariates, genotype knowledge and co-medications of one (virtual) patient."""
@@ -90,13 +94,8 @@ class PatientFactors:
     comedications: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        checks = {
-            "weight_kg": (self.weight_kg, 0.5, 400.0),
-            "height_cm": (self.height_cm, 30.0, 260.0),
-            "age_years": (self.age_years, 0.0, 120.0),
-            "crcl_ml_min": (self.crcl_ml_min, 0.0, 300.0),
-        }
-        for name, (value, low, high) in checks.items():
+        for name, (low, high) in PLAUSIBLE_RANGES.items():
+            value = getattr(self, name)
             if value is not None and not (low <= value <= high):
                 raise PgxInputError(f"{name}={value} is outside the plausible range [{low}, {high}]")
         if self.sex is not None and self.sex not in ("F", "M"):

@@ -41,11 +41,11 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import PgxInputError
-from ..knowledge.drugs import enzyme_activity
+from ..knowledge.drugs import enzyme_activity, perpetrators
 from ..knowledge.frequencies import allele_frequencies
 from ..knowledge.guidelines import classify, recommendation
 from ..knowledge.phenotypes import phenotype_of
-from ..pk.drug_model import UNKNOWN_PHENOTYPES, DrugModel, GeneInput, PatientFactors, drug_model
+from ..pk.drug_model import PLAUSIBLE_RANGES, UNKNOWN_PHENOTYPES, DrugModel, GeneInput, PatientFactors, drug_model
 from ..pk.units import DoseBasis, parse_dose
 from .endpoints import Covariates, per_kg
 from .trial_spec import Arm
@@ -70,6 +70,8 @@ class Cohort:
     index: np.ndarray  # (N,) population index of each patient (its randomness key)
     covariates: Covariates
     genotypes: Mapping[str, tuple[np.ndarray, tuple[tuple[str, str | None], ...]]]
+    # (codes (N,), dictionary): code k means the co-medications ``dictionary[k]`` (drug names)
+    comedications: tuple[np.ndarray, tuple[tuple[str, ...], ...]] | None = None
 
     @property
     def size(self) -> int:
@@ -96,7 +98,12 @@ class Cohort:
                 (dip_names[int(p) // len(phe_names)], _known(phe_names[int(p) % len(phe_names)])) for p in pairs
             )
             genotypes[gene] = (codes.astype(np.int64), dictionary)
-        return cls(table.column("patient_id").to_numpy(), covariates, genotypes)
+        comedications = None
+        if "comedications" in table.column_names:
+            column = table.column("comedications").combine_chunks()
+            names = tuple(tuple(t for t in text.split(";") if t) for text in column.dictionary.to_pylist())
+            comedications = (column.indices.to_numpy().astype(np.int64), names)
+        return cls(table.column("patient_id").to_numpy(), covariates, genotypes, comedications)
 
 
 def dense_codes(keys: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -131,9 +138,18 @@ def _activity_score(gene: str, diplotype: str) -> float | None:
     return phenotype_of(gene, first, second).activity_score
 
 
-def genotype_strata(model: DrugModel, cohort: Cohort) -> tuple[np.ndarray, list[tuple[tuple[str, GeneInput], ...]]]:
-    """Per patient the index of its genotype stratum for this drug, and each stratum's inputs
-    ((gene, GeneInput) for the drug's genes, in order)."""
+Stratum = tuple[tuple[tuple[str, GeneInput], ...], tuple[str, ...]]  # (gene, input) pairs, co-medications
+
+
+def _interacting(model: DrugModel, names: tuple[str, ...]) -> tuple[str, ...]:
+    """The co-medications among ``names`` that change the activity of one of the drug's genes."""
+    acting = {p.drug.lower() for p in perpetrators() if p.gene in model.genes}
+    return tuple(sorted(n for n in names if n.lower() in acting))
+
+
+def genotype_strata(model: DrugModel, cohort: Cohort) -> tuple[np.ndarray, list[Stratum]]:
+    """Per patient the index of its stratum for this drug, and each stratum's inputs: (gene, GeneInput)
+    for the drug's genes in order, and the co-medications that act on those genes (phenoconversion)."""
     n = cohort.size
     key = np.zeros(n, dtype=np.int64)
     size = 1
@@ -150,27 +166,43 @@ def genotype_strata(model: DrugModel, cohort: Cohort) -> tuple[np.ndarray, list[
         key = key * len(inputs) + canonical[codes]
         size *= len(inputs)
         per_gene.append(inputs)
+    comeds: list[tuple[str, ...]] = [()]
+    if cohort.comedications is not None:
+        codes, dictionary = cohort.comedications
+        canonical = np.empty(len(dictionary), dtype=np.int64)
+        for k, names in enumerate(dictionary):
+            acting = _interacting(model, names)
+            if acting not in comeds:
+                comeds.append(acting)
+            canonical[k] = comeds.index(acting)
+        key = key * len(comeds) + canonical[codes]
+        size *= len(comeds)
     combos, inverse = dense_codes(key, size)
     strata = []
     for combo in combos:
-        picked, rest = [], int(combo)
+        rest = int(combo)
+        if cohort.comedications is not None:
+            rest, c = divmod(rest, len(comeds))
+        else:
+            c = 0
+        picked = []
         for gene, inputs in reversed(list(zip(model.genes, per_gene))):
             rest, k = divmod(rest, len(inputs))
             picked.append((gene, inputs[k]))
-        strata.append(tuple(reversed(picked)))
+        strata.append((tuple(reversed(picked)), comeds[c]))
     return inverse.astype(np.int64), strata
 
 
 @lru_cache(maxsize=None)
-def typical_parameters(drug: str, genes: tuple[tuple[str, GeneInput], ...]) -> dict[str, float]:
-    """Typical parameters of a genotype stratum, before covariates (the reference patient's)."""
-    return drug_model(drug).individualise(PatientFactors(genes=dict(genes))).parameters
+def typical_parameters(drug: str, genes: tuple[tuple[str, GeneInput], ...], comedications: tuple[str, ...] = ()) -> dict[str, float]:
+    """Typical parameters of a genotype (and co-medication) stratum, before covariates (the reference patient's)."""
+    return drug_model(drug).individualise(PatientFactors(genes=dict(genes), comedications=comedications)).parameters
 
 
 def cohort_typical_parameters(model: DrugModel, cohort: Cohort) -> dict[str, np.ndarray]:
     """(N,) genotype-typical parameters of every patient (covariates come later)."""
     inverse, strata = genotype_strata(model, cohort)
-    tables = [typical_parameters(model.drug.name, s) for s in strata]
+    tables = [typical_parameters(model.drug.name, genes, comeds) for genes, comeds in strata]
     return {name: np.array([t[name] for t in tables])[inverse] for name in model.drug.parameters}
 
 
@@ -306,7 +338,7 @@ def _covariate_bins(cov: Covariates, names: Sequence[str]) -> np.ndarray:
 
 
 @lru_cache(maxsize=None)
-def guided_regimen(drug: str, genes: tuple[tuple[str, GeneInput], ...], bins: tuple[tuple[str, int], ...]) -> tuple[float, float]:
+def guided_regimen(drug: str, stratum: Stratum, bins: tuple[tuple[str, int], ...]) -> tuple[float, float]:
     """(dose mg, interval h) the twin's optimiser chooses for a stratum (prior, default target)."""
     from ..twin.regimen import choose_regimen
 
@@ -315,8 +347,11 @@ def guided_regimen(drug: str, genes: tuple[tuple[str, GeneInput], ...], bins: tu
         if name == "female":
             values["sex"] = "F" if b else "M"
         else:
-            values[name] = (b + 0.5) * COVARIATE_BINS[name]  # the bin's centre
-    choice = choose_regimen(drug, PatientFactors(genes=dict(genes), **values))  # type: ignore[arg-type]
+            # the bin's centre, within the range PatientFactors accepts (Cockcroft-Gault gives a few
+            # very heavy, young virtual adults a CrCL above its 300 mL/min bound: dosed as 300)
+            values[name] = min((b + 0.5) * COVARIATE_BINS[name], PLAUSIBLE_RANGES[name][1])
+    genes, comedications = stratum
+    choice = choose_regimen(drug, PatientFactors(genes=dict(genes), comedications=comedications, **values))  # type: ignore[arg-type]
     return choice.best.dose_mg, choice.best.interval_h
 
 

@@ -5,7 +5,12 @@ allele frequencies, phenotypes by the knowledge base's own rule, and adult covar
   frequencies (``knowledge/frequencies.py``; Hardy–Weinberg, as CPIC's own diplotype-frequency
   tables assume).  The phenotype of every allele pair is computed once per gene with
   :func:`pgxtwin.knowledge.phenotypes.phenotype_of`, the code path of a real patient.
-* Covariates: ``covariates.py`` (NHANES-based; the same US distributions for every group).
+* Covariates: ``covariates.py`` (NHANES-based, by sex and age band; the same US distributions
+  for every group).
+* Co-medications (optional): each named perpetrator drug (``knowledge/drugs/interactions.yaml``)
+  is taken independently with the prevalence the user gives; no default prevalences (none is
+  sourced).  Column ``comedications``: the drugs taken, ";"-joined in name order ("" for none),
+  as :mod:`pgxtwin.pk.drug_model` reads them for phenoconversion.
 * Reproducibility: patient ``i``'s values depend only on ``(seed, i)``, whatever the chunking.
   Each random stream (covariates, and one per gene) is a counter-based Philox generator keyed by
   (seed, stream); patient ``i`` owns a fixed run of 32-bit words of each stream, so a chunk
@@ -33,9 +38,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import PgxInputError
-from ..knowledge.alleles import gene_definition
+from ..knowledge.drugs import perpetrators
 from ..knowledge.frequencies import (
     allele_frequencies,
+    allele_sort_key,
     frequency_genes,
     groups,
     groups_with_data,
@@ -48,6 +54,7 @@ MIX_TOLERANCE = 1e-6
 PHILOX_BLOCK = 4  # Philox4x64 yields 4 uint64 (8 random 32-bit words) per counter step
 COVARIATE_WORDS = 6  # 32-bit words per patient: group + N_UNIFORMS covariates
 GENE_WORDS = 2  # one 32-bit word per allele
+MAX_COMEDICATIONS = 6  # the comedications column encodes every subset in an int8 dictionary
 COVARIATE_STREAM = 0
 GUIDE_BITS = 12  # allele guide tables: 2**12 cells per group, picked by a word's top bits
 _WORD_SCALE = 2.0**-32
@@ -60,12 +67,15 @@ class PopulationSpec:
     ``mix``: group (snake case, e.g. ``east_asian``) -> fraction, summing to 1.
     ``genes``: genes to genotype, in column order; ``None`` means every gene with frequency
     data for all groups in the mix.  ``seed``: 0 <= seed < 2**64.  ``age_range``: years.
+    ``comedication_prevalence``: perpetrator drug -> fraction of patients taking it (0..1),
+    each drawn independently; user-supplied facts (the generator has no defaults).
     """
 
     mix: Mapping[str, float]
     genes: tuple[str, ...] | None = None
     seed: int = 0
     age_range: tuple[float, float] = (18.0, 85.0)
+    comedication_prevalence: Mapping[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -83,10 +93,19 @@ class _GenePlan:
 
 
 @dataclass(frozen=True)
+class _ComedicationPlan:
+    drugs: tuple[str, ...]  # lower case, name order
+    thresholds: np.ndarray  # (D,) uint64: drug d is taken when its word < thresholds[d]
+    streams: tuple[int, ...]
+    names: pa.Array  # subset code (bit d = drug d) -> ";"-joined names
+
+
+@dataclass(frozen=True)
 class _Plan:
     groups: tuple[str, ...]
     group_cumulative: np.ndarray
     genes: tuple[_GenePlan, ...]
+    comedications: _ComedicationPlan
     seed: int
     age_range: tuple[float, float]
     schema: pa.Schema
@@ -119,8 +138,7 @@ def _unit(words: np.ndarray) -> np.ndarray:
 
 def _gene_plan(gene: str, mix_groups: tuple[str, ...]) -> _GenePlan:
     per_group = [allele_frequencies(gene, g) for g in mix_groups]
-    order = gene_definition(gene).allele_order
-    alleles = sorted({a for f in per_group for a in f.alleles}, key=order.__getitem__)
+    alleles = sorted({a for f in per_group for a in f.alleles}, key=lambda a: allele_sort_key(gene, a))
     k = len(alleles)
     position = {a: i for i, a in enumerate(alleles)}
     segments, guides = [], []
@@ -191,6 +209,31 @@ def _check_genes(genes: tuple[str, ...] | None, mix_groups: tuple[str, ...]) -> 
     return tuple(genes)
 
 
+def _comedication_plan(prevalence: tuple[tuple[str, float], ...]) -> _ComedicationPlan:
+    known = sorted({p.drug.lower() for p in perpetrators()})
+    drugs: dict[str, float] = {}
+    for name, fraction in prevalence:
+        drug = name.strip().lower()
+        if drug not in known:
+            raise PgxInputError(f"--comedication-prevalence: {name!r} is not a perpetrator drug of the library (known: {', '.join(known)})")
+        if drug in drugs:
+            raise PgxInputError(f"--comedication-prevalence: {drug} given twice")
+        if not (isinstance(fraction, (int, float)) and math.isfinite(fraction) and 0.0 <= fraction <= 1.0):
+            raise PgxInputError(f"--comedication-prevalence: prevalence of {drug} must lie in [0, 1], not {fraction!r}")
+        drugs[drug] = float(fraction)
+    if len(drugs) > MAX_COMEDICATIONS:
+        raise PgxInputError(f"--comedication-prevalence: at most {MAX_COMEDICATIONS} drugs, not {len(drugs)}")
+    names = sorted(drugs)
+    subsets = [";".join(d for i, d in enumerate(names) if code >> i & 1) for code in range(2 ** len(names))]
+    return _ComedicationPlan(
+        drugs=tuple(names),
+        # P(word < threshold) = prevalence, to 2**-32 (prevalence 1 takes every word)
+        thresholds=np.array([round(drugs[d] * 2**32) for d in names], dtype=np.uint64),
+        streams=tuple(_stream_id(f"comedication:{d}") for d in names),
+        names=pa.array(subsets, type=pa.string()),
+    )
+
+
 def excluded_genes(spec: PopulationSpec) -> dict[str, str]:
     """Genes with frequency data that ``genes=None`` leaves out for this mix, and why."""
     mix_groups = _check_mix(spec.mix)
@@ -213,6 +256,7 @@ def _schema(genes: tuple[_GenePlan, ...], metadata: dict[str, str]) -> pa.Schema
         pa.field("height_cm", pa.float64(), nullable=False),
         pa.field("serum_creatinine_mg_dl", pa.float64(), nullable=False),
         pa.field("crcl_ml_min", pa.float64(), nullable=False),
+        pa.field("comedications", category8, nullable=False),
     ]
     for plan in genes:
         fields.append(pa.field(f"{plan.gene}_diplotype", pa.dictionary(pa.int16(), pa.string()), nullable=False))
@@ -221,7 +265,13 @@ def _schema(genes: tuple[_GenePlan, ...], metadata: dict[str, str]) -> pa.Schema
 
 
 @lru_cache(maxsize=32)
-def _plan_for(mix: tuple[tuple[str, float], ...], genes: tuple[str, ...] | None, seed: int, age_range: tuple[float, float]) -> _Plan:
+def _plan_for(
+    mix: tuple[tuple[str, float], ...],
+    genes: tuple[str, ...] | None,
+    seed: int,
+    age_range: tuple[float, float],
+    comedication_prevalence: tuple[tuple[str, float], ...],
+) -> _Plan:
     mix_groups = _check_mix(dict(mix))
     if not 0 <= seed < 2**64:
         raise PgxInputError(f"--seed: must lie in [0, 2**64), not {seed}")
@@ -231,6 +281,7 @@ def _plan_for(mix: tuple[tuple[str, float], ...], genes: tuple[str, ...] | None,
         raise PgxInputError(f"--age-range: {exc}") from None
     gene_names = _check_genes(genes, mix_groups)
     plans = tuple(_gene_plan(g, mix_groups) for g in gene_names)
+    comedications = _comedication_plan(comedication_prevalence)
     fractions = np.array([dict(mix)[g] for g in mix_groups])
     cumulative = np.cumsum(fractions / fractions.sum())
     cumulative[-1] = 1.0
@@ -243,6 +294,7 @@ def _plan_for(mix: tuple[tuple[str, float], ...], genes: tuple[str, ...] | None,
                 "age_range_years": list(ages),
                 "allele_frequency_sources": {p.gene: list(p.citations) for p in plans},
                 "covariate_sources": "pgxtwin/knowledge/data/body_measures.yaml",
+                "comedication_prevalence": dict(comedication_prevalence),
             }
         )
     }
@@ -250,6 +302,7 @@ def _plan_for(mix: tuple[tuple[str, float], ...], genes: tuple[str, ...] | None,
         groups=mix_groups,
         group_cumulative=cumulative,
         genes=plans,
+        comedications=comedications,
         seed=seed,
         age_range=ages,
         schema=_schema(plans, metadata),
@@ -262,7 +315,8 @@ def _plan(spec: PopulationSpec) -> _Plan:
         seed = operator.index(spec.seed)
     except TypeError:
         raise PgxInputError(f"--seed: must be an integer, not {spec.seed!r}") from None
-    return _plan_for(tuple(sorted(spec.mix.items())), genes, seed, tuple(spec.age_range))
+    prevalence = tuple(sorted((spec.comedication_prevalence or {}).items()))
+    return _plan_for(tuple(sorted(spec.mix.items())), genes, seed, tuple(spec.age_range), prevalence)
 
 
 def schema(spec: PopulationSpec) -> pa.Schema:
@@ -287,6 +341,17 @@ def _alleles(gene: _GenePlan, group: np.ndarray, group_cell: np.ndarray, words: 
     return alleles
 
 
+def _comedication_codes(plan: _Plan, start: int, size: int) -> np.ndarray:
+    """Per patient the subset of co-medications taken (bit d = drug d), one word per drug from
+    the drug's own stream."""
+    codes = np.zeros(size, dtype=np.int8)
+    com = plan.comedications
+    for d, stream in enumerate(com.streams):
+        taken = _words(plan.seed, stream, start, size, 1)[:, 0].astype(np.uint64) < com.thresholds[d]
+        codes |= taken.astype(np.int8) << np.int8(d)
+    return codes
+
+
 def generate_chunk(spec: PopulationSpec, start: int, size: int) -> pa.Table:
     """Patients ``start`` .. ``start + size - 1`` as an Arrow table (see :func:`schema`)."""
     plan = _plan(spec)
@@ -304,6 +369,7 @@ def generate_chunk(spec: PopulationSpec, start: int, size: int) -> pa.Table:
         pa.array(cov.height_cm),
         pa.array(cov.serum_creatinine_mg_dl),
         pa.array(cov.crcl_ml_min),
+        _categorical(_comedication_codes(plan, start, size), plan.comedications.names),
     ]
     group_cell = (group.astype(np.intp) << GUIDE_BITS)[:, None]
     for gene in plan.genes:

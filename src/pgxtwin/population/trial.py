@@ -35,7 +35,7 @@ import pyarrow as pa
 from .. import __version__
 from ..atomic import atomic_write
 from ..errors import PgxInputError
-from ..knowledge.drugs import library_digest, resolve_drug
+from ..knowledge.drugs import library_digest, perpetrators, resolve_drug
 from ..knowledge.frequencies import frequency_genes, groups, groups_with_data, missing_reason
 from ..knowledge.phenotypes import phenotype_names
 from ..knowledge.version import knowledge_base_version
@@ -88,7 +88,9 @@ def population_spec(plan: TrialPlan, replicate: int) -> PopulationSpec:
     mix = {g: f for g, f in plan.spec.population.mix.items() if f > 0}
     age = plan.spec.population.inclusion.age
     extra = {} if age is None else {"age_range": age}
-    return PopulationSpec(mix=mix, genes=plan.genes, seed=population_seed(plan.spec.seed, replicate), **extra)
+    prevalence = plan.spec.population.comedication_prevalence or None
+    return PopulationSpec(mix=mix, genes=plan.genes, seed=population_seed(plan.spec.seed, replicate),
+                          comedication_prevalence=prevalence, **extra)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -125,6 +127,12 @@ def plan_trial(spec: TrialSpec, source: str) -> TrialPlan:
             if group not in groups_with_data(gene):
                 raise _fail(source, key, f"{why} {gene} genotypes, but {gene} has no frequency data for {group}:"
                                          f" {missing_reason(gene, group)}")
+
+    acting = sorted({p.drug.lower() for p in perpetrators()})
+    for name in spec.population.comedication_prevalence:
+        if name.strip().lower() not in acting:
+            raise _fail(source, f"population.comedication_prevalence.{name}",
+                        f"not a perpetrator drug of the library (known: {', '.join(acting)})")
 
     inclusion = spec.population.inclusion
     for gene, names in inclusion.phenotypes.items():
@@ -199,16 +207,23 @@ def _check_dose(spec: TrialSpec, source: str, i: int, drug: str) -> None:
 def _check_genotype_coverage(plan: TrialPlan, key: str, drug: str, mix_groups: tuple[str, ...], allowed) -> None:
     """Every genotype the population can hold must have a sourced effect in the drug's library file."""
     model = drug_model(drug)
+    # every co-medication is checked alone (each phenoconverts its own gene; the model multiplies
+    # the activities of several, so their combinations reach no effect these do not)
+    given_comeds = [(), *((c.strip().lower(),) for c in plan.spec.population.comedication_prevalence)]
     for gene in model.genes:
         for diplotype, phenotype in arms_mod.reachable_genotypes(gene, mix_groups):
             if gene in allowed and phenotype not in allowed[gene]:
                 continue
             given = arms_mod.gene_input(model, gene, diplotype, phenotype)
-            try:
-                arms_mod.typical_parameters(drug, ((gene, given),))
-            except PgxInputError as exc:
-                raise _fail(plan.source, key, f"{exc}; the population holds {gene} {phenotype or diplotype} patients:"
-                                              f" exclude them with population.inclusion.phenotypes.{gene}") from None
+            for comeds in given_comeds:
+                try:
+                    arms_mod.typical_parameters(drug, ((gene, given),), comeds)
+                except PgxInputError as exc:
+                    who = f"{gene} {phenotype or diplotype} patients"
+                    fix = f"exclude them with population.inclusion.phenotypes.{gene}"
+                    if comeds:
+                        who, fix = f"{who} taking {comeds[0]}", f"{fix} or drop {comeds[0]} from population.comedication_prevalence"
+                    raise _fail(plan.source, key, f"{exc}; the population holds {who}: {fix}") from None
 
 
 def _check_cpic(plan: TrialPlan, i: int, mix_groups: tuple[str, ...], allowed) -> None:
@@ -312,6 +327,8 @@ def _arm_table(plan: TrialPlan, replicate: int, index: int, arm, cohort: arms_mo
     }
     for name in ("group", "age", "sex", "weight_kg", "crcl_ml_min"):
         out[name] = enrolled.column(name)
+    if plan.spec.population.comedication_prevalence:
+        out["comedications"] = enrolled.column("comedications")
     for gene in plan.genes:
         out[f"{gene}_phenotype"] = enrolled.column(f"{gene}_phenotype")
     out |= {name: pa.array(values) for name, values in columns.items()}

@@ -97,6 +97,17 @@ class Population(_Strict):
     size: int = Field(ge=1, description="virtual patients screened per replicate")
     mix: dict[str, float] = Field(min_length=1, description="population group -> frequency (sums to 1)")
     inclusion: Inclusion = Inclusion()
+    comedication_prevalence: dict[str, float] = Field(
+        default_factory=dict, description="perpetrator drug -> fraction of patients taking it (the trial's own figures)"
+    )
+
+    @field_validator("comedication_prevalence")
+    @classmethod
+    def _prevalence(cls, value: dict[str, float]) -> dict[str, float]:
+        for drug, share in value.items():
+            if not math.isfinite(share) or not 0.0 <= share <= 1.0:
+                raise ValueError(f"{drug}: prevalence must lie in [0, 1], not {share!r}")
+        return value
 
     @field_validator("mix")
     @classmethod
