@@ -263,7 +263,7 @@ def _newton(post: _Posterior) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     as mode (P, d), Hessian at the mode (P, d, d), objective (P,), iterations and converged flags.
     Rows (patient × start) are independent; each has its own step and backtracking.  A row that enters
     the basin of a mode another start of its patient has reached stops there (:func:`_joined`)."""
-    n, d = post.n, post.prior.dim
+    n = post.n
     starts = _starts(post.prior)
     patient = np.repeat(np.arange(n), len(starts))
     fgh = _by_differences(post, patient) if post.by_differences else _by_autograd(post, patient)
