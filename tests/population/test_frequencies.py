@@ -112,6 +112,27 @@ def test_excluded_groups_have_reasons_and_no_numbers():
         allele_frequencies("CYP3A5", "sub_saharan_african")
 
 
+@pytest.mark.parametrize("gene", ["CYP2B6", "UGT1A1"])
+def test_genes_without_a_cpic_frequency_source_are_absent_not_filled_with_normal_genotypes(gene):
+    # no transcription of CPIC's CYP2B6/UGT1A1 frequency tables could be sourced (see the note at
+    # the end of the data file): the gene has no entry, so no group can be sampled and every
+    # group's refusal says why
+    assert gene not in frequency_genes()
+    assert groups_with_data(gene) == ()
+    for group in groups():
+        assert missing_reason(gene, group) == "no sourced allele frequencies for this gene"
+        with pytest.raises(KeyError):
+            allele_frequencies(gene, group)
+
+
+@pytest.mark.parametrize("group", ["sub_saharan_african", "african_american_afro_caribbean", "central_south_asian", "near_eastern"])
+def test_cyp3a5_groups_without_a_star7_number_stay_excluded(group):
+    # CYP3A5*7 (no function, an insertion) has no CPIC number per group here: the remainder rule
+    # would count it as *1, so these groups must be refused, with the allele named in the reason
+    assert group not in groups_with_data("CYP3A5")
+    assert "*7" in missing_reason("CYP3A5", group)
+
+
 def test_cyp2d6_is_cpics_table_summing_to_one_with_the_alleles_outside_the_knowledge_base():
     gene = _raw()["genes"]["CYP2D6"]
     for group, alleles in gene["groups"].items():
