@@ -182,6 +182,9 @@ def validate_drug(name: str, n: int, seed: int) -> dict[str, float]:
 
 # ------------------------------------------------------------------------------------------ MCMC
 LINEAR_SYSTEMS = ("one_compartment", "two_compartment", "parent_metabolite")
+# NUTS trees of at most 2**8 leapfrog steps (default 2**10): a patient with a two-mode posterior (flip-flop
+# absorption) otherwise costs ~1000 steps per draw; R-hat (printed) shows whether the chains still agree
+MAX_TREE_DEPTH = 8
 
 
 def _compartments(structure: str, observed: str, p: dict, jnp):
@@ -301,7 +304,7 @@ def mcmc_check(name: str, n_patients: int, n_draws: int, seed: int) -> dict[str,
     # one sampler per patient (compiled once, reused with each patient's data): each posterior gets its
     # own step size and dense mass matrix, so a hard patient does not slow down the easy ones
     t0 = time.perf_counter()
-    mcmc = MCMC(NUTS(model, dense_mass=True), num_warmup=1000, num_samples=n_draws // 2, num_chains=2,
+    mcmc = MCMC(NUTS(model, dense_mass=True, max_tree_depth=MAX_TREE_DEPTH), num_warmup=1000, num_samples=n_draws // 2, num_chains=2,
                 chain_method="vectorized", progress_bar=False, jit_model_args=True)
     per_chain, n_steps = [], []
     for i in range(n_patients):
