@@ -29,6 +29,7 @@ numpyro and jax come from the ``bench`` extra; without them the check is skipped
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -129,6 +130,30 @@ def apparent_clearance(prior, history: DosingHistory, params: dict[str, np.ndarr
     return reg.amount_mg / metrics.auc(grid, conc)
 
 
+def update_times(name: str, history: DosingHistory, observations: list) -> dict[str, float]:
+    """Time of 20 single-patient updates through the public entry point (``estimate``, 2000 predictive
+    draws), and of the same updates with an EHR-like history (the third dose 2 h late, the sixth missed)."""
+    doses = [(e.time_h, e.amount_mg) for e in history.events]
+    estimate(name, PATIENT, doses, observations[0], n_draws=10)  # warm-up (imports, caches)
+    ehr = [(t + 2.0, a) if j == 2 else (t, a) for j, (t, a) in enumerate(doses) if j != 5]
+    times, times_ehr = [], []
+    for i in range(20):
+        for history_i, out in ((doses, times), (ehr, times_ehr)):
+            t1 = time.perf_counter()
+            estimate(name, PATIENT, history_i, observations[i], n_draws=2000)
+            out.append(time.perf_counter() - t1)
+    return {"ms_median": float(np.median(times) * 1e3), "ms_max": float(np.max(times) * 1e3), "ms_ehr": float(np.median(times_ehr) * 1e3)}
+
+
+def timing_table(drugs: list[str], seed: int) -> None:
+    """Only the update times (a quiet-machine measurement; the validation itself is slow)."""
+    print(f"{'drug':14s} {'structure':18s} {'ms/update':>9s} {'max':>6s} {'EHR':>6s}   (target < 50 ms; {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f})")
+    for name in drugs:
+        _, history, _, observations, *_ = simulate_patients(name, 20, np.random.default_rng(seed))
+        r = update_times(name, history, observations)
+        print(f"{name:14s} {drug_model(name).drug.model.structure:18s} {r['ms_median']:9.1f} {r['ms_max']:6.0f} {r['ms_ehr']:6.1f}", flush=True)
+
+
 def validate_drug(name: str, n: int, seed: int) -> dict[str, float]:
     rng = np.random.default_rng(seed)
     prior, history, truth, observations, held_t, held_y, lloq = simulate_patients(name, n, rng)
@@ -156,17 +181,7 @@ def validate_drug(name: str, n: int, seed: int) -> dict[str, float]:
     app_err_prior, app_err_map = app_prior / app_true - 1.0, app_map / app_true - 1.0
     coverage = predictive_coverage(prior, history, modes, covs, held_t, held_y, rng)
     prior_cov = predictive_coverage(prior, history, np.zeros_like(modes), np.repeat(prior.omega[None], n, 0), held_t, held_y, rng)
-    # time of single-patient updates through the public entry point
-    doses = [(e.time_h, e.amount_mg) for e in history.events]
-    estimate(name, PATIENT, doses, observations[0], n_draws=10)  # warm-up (imports, caches)
-    # the same updates with an EHR-like history: the third dose taken 2 h late, the sixth missed
-    ehr = [(t + 2.0, a) if j == 2 else (t, a) for j, (t, a) in enumerate(doses) if j != 5]
-    times, times_ehr = [], []
-    for i in range(20):
-        for history_i, out in ((doses, times), (ehr, times_ehr)):
-            t1 = time.perf_counter()
-            estimate(name, PATIENT, history_i, observations[i], n_draws=2000)
-            out.append(time.perf_counter() - t1)
+    timing = update_times(name, history, observations)
     return {
         "drug": name, "structure": prior.model.drug.model.structure, "n": n, "param": cl_name,
         "blq_pct": 100.0 * np.mean([o[2] for obs in observations for o in obs]),
@@ -175,7 +190,7 @@ def validate_drug(name: str, n: int, seed: int) -> dict[str, float]:
         "app_rmse_prior": float(np.sqrt(np.mean(app_err_prior**2))), "app_rmse_map": float(np.sqrt(np.mean(app_err_map**2))),
         "app_mdape_prior": float(np.median(np.abs(app_err_prior)) * 100), "app_mdape_map": float(np.median(np.abs(app_err_map)) * 100),
         "coverage": coverage, "coverage_prior": prior_cov,
-        "ms_median": float(np.median(times) * 1e3), "ms_max": float(np.max(times) * 1e3), "ms_ehr": float(np.median(times_ehr) * 1e3),
+        **timing,
         "batch_ms_per_patient": batch_s / n * 1e3,
     }
 
@@ -443,6 +458,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=20240611)
     ap.add_argument("--no-mcmc", action="store_true", help="skip the NUTS comparison")
     ap.add_argument("--mcmc-only", action="store_true", help="only the NUTS / ODE-mode comparison")
+    ap.add_argument("--timing-only", action="store_true", help="only the time of single-patient updates (run it on a quiet machine)")
     ap.add_argument("--drugs", help="comma-separated subset of the drugs (default: every drug with variability)")
     args = ap.parse_args()
     drugs = drugs_with_variability()
@@ -453,6 +469,9 @@ def main() -> None:
             ap.error(f"--drugs: no variability model for {', '.join(unknown)} (choose from {', '.join(drugs)})")
         drugs = [d for d in drugs if d in wanted]
     n = 60 if args.quick else 500
+    if args.timing_only:
+        timing_table(drugs, args.seed)
+        return
     if not args.mcmc_only:
         validation_table(drugs, n, args.seed)
     if not args.no_mcmc:
