@@ -274,6 +274,8 @@ def simulate(
             fail(f"--times {times!r}: expected hours separated by commas")
     try:
         sim = simulate_regimen(name, patient, dose=dose, every_h=parse_every(every), days=days, n=n, seed=seed, times_h=grid)
+    except PgxInputError:
+        raise  # as it is: main() names its field by the option
     except ValueError as exc:
         raise PgxInputError(str(exc)) from None
     summary = sim.summary()
@@ -329,6 +331,8 @@ def evaluate(
         result = evaluate_prescription(drug, dose, parse_every(every), patient, hla=_hla(call))
     except UnknownDrug as exc:
         raise PgxInputError(str(exc)) from None
+    except PgxInputError:
+        raise  # as it is: main() names its field by the option
     except ValueError as exc:
         raise PgxInputError(str(exc)) from None
     if as_json:
@@ -485,10 +489,14 @@ _register_subcommands()
 
 def main() -> None:
     """Entry point: one-line errors for user mistakes, never a traceback."""
+    from .pk.scenarios import RegimenError
+
     try:
         app()
     except PgxInputError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        # a regimen value is named by its command-line option (--dose, --weight)
+        message = exc.naming(lambda name: f"--{name}") if isinstance(exc, RegimenError) else str(exc)
+        err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

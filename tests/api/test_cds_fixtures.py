@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from pgxtwin.api.cds.drafts import draft_medications, normalise_dosage, read_order
+from pgxtwin.api.cds.drafts import draft_medications, read_order
+from pgxtwin.api.fhir.medication import normalise_dosage
 from pgxtwin.api.cds.models import CdsResponse
 
 from .conftest import SHARED, Service, _free_port

@@ -227,11 +227,17 @@ def test_no_genotype_suggests_testing_where_the_label_asks_for_it(client: httpx.
 
 class FhirServer:
     """A tiny FHIR server on loopback that serves one patient's genotype and records the
-    Authorization headers it receives."""
+    Authorization headers it receives and the client ports they came from (one per connection)."""
 
     def __init__(self, patient_id: str, genotype: dict[str, Any]) -> None:
         self.authorization: list[str | None] = []
+        self.ports: list[int] = []
         app = FastAPI()
+
+        @app.middleware("http")
+        async def record_port(request: Request, call_next: Any) -> Any:
+            self.ports.append(request.client.port if request.client else -1)
+            return await call_next(request)
 
         @app.get("/fhir/Patient/{pid}")
         def patient(pid: str, request: Request) -> JSONResponse:
@@ -285,6 +291,23 @@ def test_missing_prefetch_is_fetched_from_the_fhir_server_with_the_token(client:
     assert fhir_server.authorization and set(fhir_server.authorization) == {"Bearer opaque-token-123"}
 
 
+def test_outbound_fhir_calls_share_one_client_and_its_connections(client: httpx.Client, service: Service,
+                                                                   fhir_server: FhirServer) -> None:
+    """One HTTP client per application: a later call reuses the connections an earlier one opened
+    (kept alive), each request still with its own call's token."""
+    pid = "no-twin-3"
+    order = draft(CLOPIDOGREL_SCD, dose={"value": 1, "unit": "tablet"}, patient_id=pid)
+    seen: list[set[int]] = []
+    for token in ("first-token", "second-token"):
+        start = len(fhir_server.ports)
+        body = order_request(pid, order, fhirServer=fhir_server.base,
+                             fhirAuthorization={"access_token": token, "token_type": "Bearer"})
+        assert len(cards_of(post(client, service, "pgx-order-sign", body))) == 1
+        seen.append(set(fhir_server.ports[start:]))
+        assert fhir_server.authorization[-1] == f"Bearer {token}"
+    assert seen[1] & seen[0]  # the first call's connections (closed with a per-call client) were reused
+
+
 def test_no_twin_and_no_way_to_get_data_is_412(client: httpx.Client, service: Service) -> None:
     pid = "no-twin-4"
     order = draft(CLOPIDOGREL_SCD, patient_id=pid)
@@ -326,26 +349,26 @@ def test_concurrent_calls_each_record_their_audit_entry_and_cards(client: httpx.
 
 
 def test_group_commit_writes_queued_calls_together_and_hands_a_failure_to_each() -> None:
-    from pgxtwin.store.recorder import GroupCommit
+    from pgxtwin.store.recorder import GroupCommit, Records
 
     first_batch_open = threading.Event()
     release = threading.Event()
     batches: list[list[int]] = []
 
-    def write(audit: list[dict[str, Any]], cards: list[dict[str, Any]]) -> None:
-        batches.append([a["i"] for a in audit])
+    def write(batch: list[Records]) -> list[bool]:
+        batches.append([a["i"] for r in batch for a in r.audit])
         if len(batches) == 1:
             first_batch_open.set()
             assert release.wait(10)
-        else:
-            raise RuntimeError("disk full")
+            return [True] * len(batch)
+        raise RuntimeError("disk full")
 
     commit = GroupCommit(write)
     outcomes: dict[int, str] = {}
 
     def submit(i: int) -> None:
         try:
-            commit.submit([{"i": i}], [])
+            commit.submit(Records(audit=[{"i": i}]))
             outcomes[i] = "committed"
         except RuntimeError:
             outcomes[i] = "failed"
@@ -365,3 +388,38 @@ def test_group_commit_writes_queued_calls_together_and_hands_a_failure_to_each()
         t.join(10)
     assert len(batches) == 2 and batches[0] == [0] and sorted(batches[1]) == [1, 2, 3, 4]  # one commit for the four
     assert outcomes == {0: "committed", 1: "failed", 2: "failed", 3: "failed", 4: "failed"}
+
+
+def test_a_token_another_process_claimed_gets_401_and_no_card(client: httpx.Client, service: Service,
+                                                               twins: dict[str, str]) -> None:
+    """A call claims its token in the commit of its cards: when another service process claimed the
+    jti first (here: the store, directly), the call answers 401, records no card, and its twin read
+    is in the audit log as refused; a failing call (412) claims its token too."""
+    from datetime import timedelta
+
+    import jwt
+
+    from pgxtwin.store.recorder import claim_token
+
+    pid = twins["pm"]
+    body = order_request(pid, draft(CLOPIDOGREL_SCD, dose={"value": 1, "unit": "tablet"}, patient_id=pid))
+    # (a process's first read of a twin version is audited by the store as it reads it)
+    assert len(cards_of(post(client, service, "pgx-order-sign", body))) == 1
+    url = f"{service.base_url}/cds-services/pgx-order-sign"
+    token = service.cds_jwt(url)
+    jti = jwt.decode(token, options={"verify_signature": False})["jti"]
+    store = service.app.state.twins
+    assert claim_token(store, CDS_ISS, jti, datetime.now(timezone.utc) + timedelta(minutes=10))
+    reads = lambda: [a for a in store.audit_log(pid) if a.action == "read_state"]  # noqa: E731
+    before = len(reads())
+    response = client.post("/cds-services/pgx-order-sign", json=body, headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401 and "replayed" in response.json()["error"] and "cards" not in response.json()
+    refused = reads()[before:]
+    assert [(a.outcome, a.detail) for a in refused] == [("refused", "CDS client JWT replayed (jti seen before)")]
+    # the 412 of a patient without a twin or data also uses up its token
+    token = service.cds_jwt(url)
+    nobody = order_request("cds-nobody", draft(CLOPIDOGREL_SCD, patient_id="cds-nobody"))
+    assert client.post("/cds-services/pgx-order-sign", json=nobody,
+                       headers={"Authorization": f"Bearer {token}"}).status_code == 412
+    jti = jwt.decode(token, options={"verify_signature": False})["jti"]
+    assert not claim_token(store, CDS_ISS, jti, datetime.now(timezone.utc) + timedelta(minutes=10))

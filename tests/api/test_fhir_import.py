@@ -14,12 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from pgxtwin.api.cds.drafts import read_order
 from pgxtwin.api.fhir.bundle_import import (
-    MedicationOrder,
-    Note,
     facts_from_resources,
     import_document,
-    medication_order,
     plan_import,
     resources_in,
 )
@@ -138,7 +136,8 @@ def test_synthea_patient_becomes_covariates_medications_and_egfr(store: TwinStor
     assert len(weights) == 5 and all(90 < w.value < 110 for w in weights)
     creatinine = [c for c in state.covariates if c.covariate == "serum_creatinine"]  # LOINC 38483-4 (blood)
     assert len(creatinine) == 1 and creatinine[0].value == pytest.approx(1.3736992817704916)
-    assert {m.drug for m in state.current_medications} == {"diazepam", "chlorpheniramine maleate", "naproxen sodium"}
+    # "Naproxen sodium 220 MG": the CPIC drug name the medication reader finds in it
+    assert {m.drug for m in state.current_medications} == {"diazepam", "chlorpheniramine maleate", "naproxen"}
     egfr = [o for o in state.observations if o.kind == "lab"]
     assert len(egfr) == 1 and egfr[0].code == "33914-3" and egfr[0].unit == "mL/min/{1.73_m2}"
     stopped = [n for n in report.skipped if "status stopped without an end date" in n.message]
@@ -465,13 +464,16 @@ def test_cli_bad_input_is_one_line_naming_the_file(cli: typer.Typer, tmp_path: P
 
 
 def test_a_draft_order_reads_like_an_imported_medication() -> None:
+    """One reader of medication resources: a CDS draft order and an imported MedicationRequest with
+    the same dosage give the same drug, dose and interval."""
     dosage = [{"timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}},
-               "doseAndRate": [{"doseQuantity": {"value": 75, "unit": "mg", "system": UCUM, "code": "mg"}}]}]
-    order = medication_order(medication_request("draft-1", "32968", "clopidogrel 75 MG Oral Tablet", "2025-01-01",
-                                                status="draft", dosageInstruction=dosage))
-    assert order == MedicationOrder("clopidogrel", "oral", 75.0, 24.0)
-    unknown = medication_order({"resourceType": "MedicationRequest", "id": "d2", "status": "draft"})
-    assert isinstance(unknown, Note) and "names no drug" in unknown.message
+               "doseAndRate": [{"doseQuantity": {"value": 1, "unit": "tablet"}}]}]
+    resource = medication_request("m-1", "309362", "Clopidogrel 75 MG Oral Tablet", "2025-01-01",
+                                  dosageInstruction=dosage)
+    draft = read_order(resource | {"status": "draft"})
+    assert draft is not None and (draft.drugs, draft.dose_mg, draft.interval_h) == (("clopidogrel",), 75.0, 24.0)
+    (fact,) = facts_from_resources([resource]).medications
+    assert (fact.event.drug, fact.event.dose, fact.event.interval_h) == ("clopidogrel", 75.0, 24.0)
 
 
 def test_patient_without_id_in_a_transaction_bundle_takes_its_full_url() -> None:

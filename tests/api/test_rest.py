@@ -140,6 +140,36 @@ def test_listing_is_paginated_by_patient_id(client, service, api_spec):
     assert len(seen) == len(set(seen))
 
 
+def test_a_page_of_twins_is_one_query(client, service):
+    """Listing reads a page of twins with their versions in one statement, whatever the page size."""
+    from sqlalchemy import event
+
+    for k in range(4):
+        _create(client, service, f"query-{uuid.uuid4().hex[:8]}-{k}")
+    engine = service.app.state.twins.engine
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        for limit in (1, 4):
+            statements.clear()
+            page = client.get("/patients", params={"limit": limit}, headers=service.auth()).json()
+            assert len(page["items"]) == limit and all(item["version"] >= 0 for item in page["items"])
+            reads = [s for s in statements if "FROM twins" in s]
+            assert len(reads) == 1, reads
+        # a patient-scoped token lists its own twin only, in one statement too
+        pid = page["items"][0]["patient_id"]
+        statements.clear()
+        own = client.get("/patients", headers=service.auth("patient/*.read", patient=pid)).json()
+        assert [item["patient_id"] for item in own["items"]] == [pid]
+        assert len([s for s in statements if "FROM twins" in s]) == 1
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+
+
 def test_idempotency_key_replays_the_first_response_and_refuses_another_body(client, service):
     pid = _pid()
     _create(client, service, pid, covariates=[{"covariate": "weight", "value": 80, "unit": "kg"}])
@@ -253,6 +283,18 @@ def test_simulate_is_stateless_and_bounded(client, service, api_spec):
     _is_outcome(client.post("/simulate", json=body | {"patient": {"diplotypes": {"CYP2C19": "*1/*999"}}}, headers=auth), 400)
     _is_outcome(client.post("/simulate", json=body | {"patient": {"phenotypes": {"NOTAGENE": "Poor Metabolizer"}}},
                             headers=auth), 400)
+
+
+def test_regimen_errors_name_the_body_field_not_a_command_line_option(client, service):
+    """The messages of bad regimen values name the field (``dose``, ``every``), never a CLI flag."""
+    auth = service.auth("user/*.read")
+    body = {"drug": "clopidogrel", "dose": "75 mg", "every": "24h", "days": 3, "n": 1, "patient": {}}
+    cases = [({"dose": "seventy mg"}, "dose: "), ({"dose": "75 g"}, "dose '75 g' (75000 mg) is implausible"),
+             ({"dose": "1 mg/kg"}, "dose '1 mg/kg' is per kg: the patient's weight is needed"),
+             ({"every": "soon"}, "every: ")]
+    for change, start in cases:
+        message = _is_outcome(client.post("/simulate", json=body | change, headers=auth), 400)["issue"][0]["diagnostics"]
+        assert message.startswith(start) and "--" not in message, message
 
 
 def test_audit_log_records_reads_and_writes_with_the_principal(client, service):

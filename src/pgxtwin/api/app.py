@@ -12,12 +12,14 @@ from contextlib import asynccontextmanager
 
 import logging
 
+import anyio.to_thread
 from fastapi import FastAPI
 
 from .. import __version__
 from ..errors import PgxInputError
 from ..store.repository import TwinStore
 from ..store.service import ServiceStore
+from .cds.prefetch import fhir_client
 from .cds.routes import router as cds_router
 from .fhir.routes import router as fhir_router
 from .keys import TrustedIssuers
@@ -37,13 +39,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.cds_clients and not settings.public_url:
         log.warning("PGXTWIN_PUBLIC_URL is not set: CDS JWTs' aud is checked against the URL as the request states it")
     twins = TwinStore(settings.database_url, entry_point="api", actor="pgxtwin-service")
+    fhir = fhir_client(settings.fhir_timeout_s)  # outbound FHIR calls (CDS prefetch), one pool of connections
     oauth = TrustedIssuers.from_file(settings.oauth_issuers) if settings.oauth_issuers else None
     cds_clients = (TrustedIssuers.from_file(settings.cds_clients, fetch_timeout_s=settings.fhir_timeout_s)
                    if settings.cds_clients else None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # the threads that run the store-touching (plain def) endpoints, per process (see Settings.threads)
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threads
         yield
+        fhir.close()
         twins.close()
 
     app = FastAPI(
@@ -57,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = ServiceStore(twins)
     app.state.oauth_issuers = oauth
     app.state.cds_clients = cds_clients
+    app.state.fhir_client = fhir
     install_error_handlers(app)
     app.include_router(rest_router)
     app.include_router(fhir_router)

@@ -139,13 +139,14 @@ def verify_token(
     """Verified claims of ``token``; :class:`TokenError` for any reason to refuse it."""
     allowed = list(algorithms)
     try:
-        header = jwt.get_unverified_header(token)
-        unverified = jwt.decode(token, options={"verify_signature": False})
+        # header and claims in one parse, to find the issuer's key; everything is verified below
+        unverified = jwt.decode_complete(token, options={"verify_signature": False})
+        header, payload = unverified["header"], unverified["payload"]
     except jwt.PyJWTError as exc:
         raise TokenError(f"malformed token ({exc})") from None
     if header.get("alg") not in allowed:
         raise TokenError(f"algorithm {header.get('alg')!r} not accepted (use one of {', '.join(allowed)})")
-    iss = unverified.get("iss")
+    iss = payload.get("iss") if isinstance(payload, dict) else None
     if not isinstance(iss, str) or iss not in issuers:
         raise TokenError("issuer is not trusted")
     key = issuers.signing_key(iss, header)

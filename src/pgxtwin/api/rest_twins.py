@@ -21,10 +21,12 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import Response
+from sqlalchemy import select
 
 from ..knowledge.drugs import resolve_drug
 from ..errors import PgxInputError
-from ..store.errors import ConcurrentWriteError, UnknownTwinError
+from ..store.errors import ConcurrentWriteError
+from ..store.models import Twin
 from ..store.repository import TwinStore
 from ..store.service import ServiceStore
 from ..twin import workflow
@@ -123,12 +125,16 @@ def create_twin(body: TwinCreate, request: Request, raw: Any = Depends(json_body
     return run_idempotent(service, actor, key, request_hash(request, raw), write)
 
 
-def _exists(twins: TwinStore, patient_id: str) -> bool:
-    try:
-        twins.current_version(patient_id)
-    except UnknownTwinError:
-        return False
-    return True
+def _twin_page(twins: TwinStore, after: str | None, limit: int, only: str | None = None) -> list[tuple[str, int]]:
+    """Up to ``limit`` (patient id, current version) after ``after`` by patient id (only the twin of
+    ``only`` when given): one query per page, whatever its size."""
+    query = select(Twin.patient_id, Twin.current_version).order_by(Twin.patient_id).limit(limit)
+    if after is not None:
+        query = query.where(Twin.patient_id > after)
+    if only is not None:
+        query = query.where(Twin.patient_id == only)
+    with twins.engine.connect() as conn, conn.begin():
+        return [(str(pid), int(version)) for pid, version in conn.execute(query)]
 
 
 @router.get("/patients", response_model=PatientPage, summary="List twins", responses=error_responses())
@@ -137,15 +143,15 @@ def list_twins(request: Request, limit: int = Limit, cursor: str | None = Cursor
     """Twins by patient id, a page at a time; a ``patient/`` token sees only its own patient's twin."""
     after = decode_cursor(cursor, "patients", str)
     if principal.may("read", None):
-        ids = sorted(twins.patients())
+        only = None
     elif principal.patient is not None and principal.may("read", principal.patient):
-        ids = [principal.patient] if _exists(twins, principal.patient) else []
+        only = principal.patient
     else:
         raise HTTPException(403, "token's scopes do not allow listing twins")
-    rest = [p for p in ids if after is None or p > after]
-    page = rest[:limit]
-    items = [TwinSummary(patient_id=p, version=twins.current_version(p), href=f"/patients/{p}") for p in page]
-    more = encode_cursor("patients", page[-1]) if len(rest) > limit else None
+    rows = _twin_page(twins, after, limit + 1, only)  # one more: is there a next page?
+    page = rows[:limit]
+    items = [TwinSummary(patient_id=p, version=v, href=f"/patients/{p}") for p, v in page]
+    more = encode_cursor("patients", page[-1][0]) if len(rows) > limit else None
     twins.audit(None, "list_twins", actor=principal.actor, entry_point=entry_point(request),
                 detail=f"{len(items)} twins listed")
     body = PatientPage(items=items, next_cursor=more, next=next_url(request, more))

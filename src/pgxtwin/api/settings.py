@@ -32,8 +32,18 @@ class Settings:
     ``cds_clients`` and ``oauth_issuers`` name JSON files of trusted issuers
     (``[{"iss": ..., "jwks": {...}}]`` or ``[{"iss": ..., "jwks_url": ...}]``); without them every
     authenticated endpoint answers 401 (nothing is readable without a valid token).
-    ``public_url`` is the service's external base URL, for the ``aud`` of CDS Hooks JWTs when the
-    service sits behind a proxy; by default the URL the request was sent to.
+    ``public_url`` (``PGXTWIN_PUBLIC_URL``) is the service's external base URL: a CDS Hooks JWT's
+    ``aud`` must equal it + the path called.  Unset, ``aud`` is checked against the URL as the
+    request states it, i.e. its ``Host`` header, which the client chooses (``create_app`` logs a
+    warning): set it for any deployment behind a proxy or load balancer, and wherever clients
+    could reach the service under another host name than the one it is known by.
+
+    ``threads`` (``PGXTWIN_THREADS``) is how many requests of one process run their blocking part
+    (the store, outbound FHIR calls) at once; the others wait their turn without a thread.  The
+    default 16 is about what the store's connection pool serves (SQLAlchemy: 5 + 10 overflow):
+    with anyio's 40, threads queue on the pool and contend for the GIL, and a CDS call's twin read
+    cost 0.54 ms of CPU instead of 0.19 ms (``benchmarks/bench_cds.py``: p95 and CPU per call
+    lower with 16).  Raise it when many calls wait on slow FHIR servers.
     """
 
     database_url: str | None = None
@@ -46,6 +56,7 @@ class Settings:
     rate_limit_per_minute: int = 6000      # per client address
     fhir_timeout_s: float = 5.0            # outbound FHIR calls (CDS Hooks prefetch fallback)
     job_workers: int = 1
+    threads: int = 16                      # worker threads per process for blocking endpoint work
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -59,4 +70,5 @@ class Settings:
             max_vcf_bytes=_env_int("PGXTWIN_MAX_VCF_BYTES", 256 << 20),
             rate_limit_per_minute=_env_int("PGXTWIN_RATE_LIMIT_PER_MINUTE", 6000),
             job_workers=_env_int("PGXTWIN_JOB_WORKERS", 1),
+            threads=_env_int("PGXTWIN_THREADS", 16),
         )

@@ -5,6 +5,7 @@ exposure ratio between two genotype groups (how the library is checked against t
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -22,21 +23,41 @@ Design = Literal["single_dose", "steady_state"]
 IMPLAUSIBLE_FACTOR = 10.0  # a dose above 10x the labelled maximum single dose is an error
 
 
+class RegimenError(PgxInputError):
+    """A regimen value that cannot be used.  The message names the value by its field (``dose``,
+    ``every``, ``days``, ``n``, ``times``) and the patient data it needs (``weight``, ``height``),
+    as every caller can read them (a REST body, a trial file); :meth:`naming` renders them as a
+    caller's own names, e.g. the CLI's ``--dose`` and ``--weight``."""
+
+    def __init__(self, field: str, reason: str, *, needs: tuple[str, ...] = ()) -> None:
+        self.field, self.reason, self.needs = field, reason, needs
+        super().__init__(self.naming())
+
+    def naming(self, option: Callable[[str], str] | None = None) -> str:
+        """The message with the field and the needed patient data named by ``option`` (default:
+        the field as is, "the patient's weight")."""
+        if option is None:
+            needed = f": the patient's {' and '.join(self.needs)} {'is' if len(self.needs) == 1 else 'are'} needed"
+            return f"{self.field}{self.reason}" + (needed if self.needs else "")
+        needed = f": give {' and '.join(option(n) for n in self.needs)}"
+        return f"{option(self.field)}{self.reason}" + (needed if self.needs else "")
+
+
 def resolve_dose_mg(model: DrugModel, text: str, patient: PatientFactors) -> float:
     """Dose string -> mg for this patient; rejects implausible doses (e.g. 75 g clopidogrel)."""
     try:
         dose = parse_dose(text)
     except ValueError as exc:
-        raise PgxInputError(f"--dose: {exc}") from None
+        raise RegimenError("dose", f": {exc}") from None
     if dose.basis is DoseBasis.PER_KG and patient.weight_kg is None:
-        raise PgxInputError(f"--dose {text!r} is per kg: give --weight")
+        raise RegimenError("dose", f" {text!r} is per kg", needs=("weight",))
     if dose.basis is DoseBasis.PER_M2 and patient.bsa_m2 is None:
-        raise PgxInputError(f"--dose {text!r} is per m²: give --weight and --height")
+        raise RegimenError("dose", f" {text!r} is per m²", needs=("weight", "height"))
     mg = dose.to_mg(weight_kg=patient.weight_kg, bsa_m2=patient.bsa_m2)
     limit = model.drug.dosing.max_single_mg(patient.weight_kg)
     if limit is not None and mg > IMPLAUSIBLE_FACTOR * limit[0]:
-        raise PgxInputError(
-            f"--dose {text!r} ({mg:g} mg) is implausible for {model.drug.name}: the maximum single dose is"
+        raise RegimenError(
+            "dose", f" {text!r} ({mg:g} mg) is implausible for {model.drug.name}: the maximum single dose is"
             f" {limit[0]:g} mg ({limit[1]})"
         )
     return mg
@@ -91,11 +112,11 @@ def simulate_regimen(
     """Typical patient (n = 1) or ``n`` patients with between-subject variability."""
     model = drug_model(drug)
     if every_h <= 0:
-        raise PgxInputError("--every must be a positive duration")
+        raise RegimenError("every", " must be a positive duration")
     if days <= 0:
-        raise PgxInputError("--days must be positive")
+        raise RegimenError("days", " must be positive")
     if n < 1:
-        raise PgxInputError("--n must be at least 1")
+        raise RegimenError("n", " must be at least 1")
     amount = resolve_dose_mg(model, dose, patient)
     n_doses = max(1, math.ceil(days * 24.0 / every_h - 1e-9))
     horizon = days * 24.0
@@ -104,9 +125,9 @@ def simulate_regimen(
         times_h = np.arange(0.0, horizon + step / 2, step)
     times_h = np.asarray(times_h, dtype=float)
     if (times_h < 0).any():
-        raise PgxInputError("--times must not be negative")
+        raise RegimenError("times", " must not be negative")
     if (np.diff(times_h) <= 0).any():
-        raise PgxInputError("--times must be strictly increasing")
+        raise RegimenError("times", " must be strictly increasing")
     individual = model.individualise(patient)
     params = (
         {k: np.array([v]) for k, v in individual.parameters.items()}
@@ -247,4 +268,4 @@ def parse_every(text: str) -> float:
     try:
         return parse_duration(text)
     except ValueError as exc:
-        raise PgxInputError(f"--every: {exc}") from None
+        raise RegimenError("every", f": {exc}") from None

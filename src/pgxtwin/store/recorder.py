@@ -1,5 +1,5 @@
 """What a CDS call writes, with group commit: the claim of its client JWT's ``jti``, the audit entry
-of its twin read and its cards' rules.
+of its twin read and its cards' rules, in one transaction.
 
 Under load, one write transaction per record serialises every call on the database's commit
 (SQLite: an fsync each, ``synchronous=FULL``; with concurrent writers also the busy-handler's
@@ -7,13 +7,15 @@ sleeps).  Here the calls waiting to write share one transaction: the first waiti
 records of every call queued so far, the others wait for that commit, so a call still returns only
 after its records are durable.  The rows are those ``TwinStore.state_at`` (audit entry
 ``read_state``) and ``ServiceStore.record_card`` write one by one, and the ``seen_tokens`` claims
-of :func:`~pgxtwin.store.service.claim_tokens`: a call claims its token (and learns whether it was
-seen before) in a batch committed before the call goes on.  One group commit serves every recorder
-and claimer of an engine, so a process has one stream of write transactions.
+of :func:`~pgxtwin.store.service.claim_tokens`.  A service call claims its token in the same
+commit as its cards, before it answers: when the claim is lost (the token was replayed to another
+process) the call's cards are not recorded, its audit entry says it was refused, and the call
+answers 401 instead of its cards.  One group commit serves every recorder and claimer of an
+engine, so a process has one stream of write transactions, and a call waits for one commit.
 
 The twin read itself: a twin at a version never changes, so a state read once (through the audited
-``TwinStore.state_at``) is kept per (patient, version); later reads check the current version and
-record their audit entry here.
+``TwinStore.state_at``, which records that first read's audit entry itself, as it reads) is kept
+per (patient, version); later reads check the current version and record their audit entry here.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine
 
 from .engine import WRITE
 from .models import AuditEntry, CdsCard
@@ -42,26 +44,38 @@ try:
 except ImportError:  # Windows: SQLite's busy handler alone orders the processes
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["GroupCommit", "Recorder", "claim_token", "group_commit"]
+__all__ = ["Claim", "GroupCommit", "Recorder", "Records", "claim_token", "group_commit"]
 
 Claim = tuple[str, str, datetime]  # (iss, jti, expires_at) of a client JWT
-# write(audit, cards) -> None, or with token claims in the batch write(audit, cards, claims) -> won per claim
-Write = Callable[..., list[bool] | None]
+REPLAYED = "CDS client JWT replayed (jti seen before)"
+_AUDIT = AuditEntry.__table__
+_CARDS = CdsCard.__table__
+
+
+@dataclass
+class Records:
+    """What one call writes: the claims of its client JWT, its audit rows and its card rows."""
+
+    claims: list[Claim] = field(default_factory=list)
+    audit: list[dict[str, Any]] = field(default_factory=list)
+    cards: list[dict[str, Any]] = field(default_factory=list)
+
+
+# write(batch) -> per call of the batch, whether all its claims were won
+Write = Callable[[list[Records]], list[bool]]
 
 
 @dataclass
 class _Ticket:
-    audit: list[dict[str, Any]]
-    cards: list[dict[str, Any]]
-    claims: list[Claim]
-    claimed: list[bool] = field(default_factory=list)
+    records: Records
+    won: bool = False
     done: bool = False
     error: BaseException | None = field(default=None)
 
 
 class GroupCommit:
     """Leader/follower group commit: ``submit`` returns once its rows are committed (or raises the
-    batch's error), with whether each of its token claims was won."""
+    batch's error), with whether its token claims were won."""
 
     def __init__(self, write: Write) -> None:
         self._write = write
@@ -69,9 +83,8 @@ class GroupCommit:
         self._queue: list[_Ticket] = []
         self._busy = False
 
-    def submit(self, audit: list[dict[str, Any]], cards: list[dict[str, Any]],
-               claims: list[Claim] | None = None) -> list[bool]:
-        ticket = _Ticket(audit, cards, claims or [])
+    def submit(self, records: Records) -> bool:
+        ticket = _Ticket(records)
         with self._cond:
             self._queue.append(ticket)
             while self._busy and not ticket.done:
@@ -79,32 +92,31 @@ class GroupCommit:
             if ticket.done:
                 if ticket.error is not None:
                     raise ticket.error
-                return ticket.claimed
+                return ticket.won
             batch, self._queue, self._busy = self._queue, [], True
         error: BaseException | None = None
-        claimed: list[bool] = []
+        won: list[bool] = []
         try:
-            rows = [a for t in batch for a in t.audit], [c for t in batch for c in t.cards]
-            claims = [c for t in batch for c in t.claims]
-            claimed = (self._write(*rows, claims) if claims else self._write(*rows)) or []
+            won = self._write([t.records for t in batch])
         except BaseException as exc:  # noqa: BLE001 - handed to every call of the batch, then re-raised
             error = exc
         with self._cond:
-            start = 0
-            for t in batch:
+            for i, t in enumerate(batch):
                 t.done, t.error = True, error
                 if error is None:
-                    t.claimed, start = claimed[start:start + len(t.claims)], start + len(t.claims)
+                    t.won = won[i]
             self._busy = False
             self._cond.notify_all()
         if error is not None:
             raise error
-        return ticket.claimed
+        return ticket.won
 
 
 class _EngineWriter:
-    """The one batch write of an engine: token claims first (a later claim of the same jti in the
-    batch loses), then audit and card rows, in one transaction; expired claims pruned now and then."""
+    """The one batch write of an engine, in one transaction: token claims first (a later claim of
+    the same jti in the batch loses), then audit and card rows; a call whose claim was lost (a
+    replay) gets no card rows and its audit rows say it was refused.  Expired claims are pruned
+    now and then."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = weakref.ref(engine)
@@ -118,24 +130,33 @@ class _EngineWriter:
     def _between_processes(self) -> AbstractContextManager[object]:
         return nullcontext() if self._lock_path is None or fcntl is None else _FileLock(self._lock_path)
 
-    def __call__(self, audit: list[dict[str, Any]], cards: list[dict[str, Any]],
-                 claims: list[Claim] | None = None) -> list[bool]:
+    def __call__(self, batch: list[Records]) -> list[bool]:
         engine = self._engine()
         assert engine is not None  # the engine outlives the calls that use it
+        claims = [c for r in batch for c in r.claims]
         prune = bool(claims) and time.monotonic() - self._pruned_at > PRUNE_EVERY_S
-        claimed: list[bool] = []
+        won: list[bool] = []
         with self._between_processes(), engine.connect() as conn:
             conn.execution_options(**{WRITE: True})
             with conn.begin():
-                if claims:
-                    claimed = claim_tokens(conn, claims, prune=prune)
+                claimed = iter(claim_tokens(conn, claims, prune=prune) if claims else [])
+                audit: list[dict[str, Any]] = []
+                cards: list[dict[str, Any]] = []
+                for records in batch:
+                    won.append(all([next(claimed) for _ in records.claims]))
+                    if won[-1]:
+                        audit += records.audit
+                        cards += records.cards
+                    else:
+                        audit += [dict(a, outcome="refused", detail=REPLAYED) for a in records.audit]
+                # Core executemany (the ORM bulk path costs more per row)
                 if audit:
-                    conn.execute(insert(AuditEntry), audit)
+                    conn.execute(_AUDIT.insert(), audit)
                 if cards:
-                    conn.execute(insert(CdsCard), cards)
+                    conn.execute(_CARDS.insert(), cards)
         if prune:
             self._pruned_at = time.monotonic()
-        return claimed
+        return won
 
 
 class _FileLock:
@@ -174,7 +195,7 @@ def claim_token(twins: TwinStore, iss: str, jti: str, expires_at: datetime) -> b
     """Claim a client JWT's (iss, jti) until ``expires_at`` in the next group commit: False when it was
     claimed before (a replay); ``ValueError`` for an over-long iss or jti."""
     check_token_id(iss, jti)  # here, not in the batch: one bad token must not fail the others' commit
-    return group_commit(twins.engine).submit([], [], [(iss, jti, expires_at)])[0]
+    return group_commit(twins.engine).submit(Records(claims=[(iss, jti, expires_at)]))
 
 
 class Recorder:
@@ -207,14 +228,19 @@ class Recorder:
         return state, {"at": _now(), "actor": actor[:200], "entry_point": entry_point[:100], "patient_id": patient_id,
                        "action": "read_state", "version": version, "outcome": "ok", "detail": None}
 
-    def record(self, audit: dict[str, Any] | None, cards: list[tuple[str, str, str, str | None]]) -> None:
-        """Commit the call's audit row and its cards (uuid, service id, rule, patient id) together."""
-        if audit is None and not cards:
-            return
+    def record(self, audit: dict[str, Any] | None, cards: list[tuple[str, str, str, str | None]],
+               claim: Claim | None = None) -> bool:
+        """Commit the call's claim of its client JWT, its audit row and its cards (uuid, service id,
+        rule, patient id) together: False when the claim was lost (a replay: no card is recorded and
+        the audit row says the read was refused); ``ValueError`` for an over-long iss or jti."""
+        if claim is not None:
+            check_token_id(claim[0], claim[1])  # here, not in the batch: one bad token must not fail the others
+        if audit is None and not cards and claim is None:
+            return True
         now = _now()
         rows = [{"card_uuid": u, "service_id": s, "rule": r[:200], "patient_id": p, "created_at": now}
                 for u, s, r, p in cards]
-        self._commit.submit([audit] if audit is not None else [], rows)
+        return self._commit.submit(Records([] if claim is None else [claim], [] if audit is None else [audit], rows))
 
 
 def _now() -> datetime:

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import time
 import uuid
+from functools import lru_cache
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, Insert, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -202,17 +203,26 @@ def claim_tokens(conn: Connection, tokens: list[tuple[str, str, datetime]], *, p
     for iss, jti, _ in tokens:
         check_token_id(iss, jti)
     now = _now()
-    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
-    claimed = []
-    for iss, jti, expires_at in tokens:
-        stmt = dialect.insert(SeenToken).values(iss=iss, jti=jti, expires_at=expires_at)
-        stmt = stmt.on_conflict_do_update(index_elements=["iss", "jti"], set_={"expires_at": stmt.excluded.expires_at},
-                                          where=SeenToken.expires_at < now)
-        # a row comes back when inserted or taken over (rowcount is -1 for this statement on psycopg)
-        claimed.append(conn.execute(stmt.returning(SeenToken.jti)).first() is not None)
+    stmt = _claim_statement(conn.dialect.name)
+    # a row comes back when inserted or taken over (rowcount is -1 for this statement on psycopg)
+    claimed = [conn.execute(stmt, {"iss": iss, "jti": jti, "expires_at": expires_at, "now": now}).first() is not None
+               for iss, jti, expires_at in tokens]
     if prune:
         conn.execute(delete(SeenToken).where(SeenToken.expires_at < now))
     return claimed
+
+
+@lru_cache(maxsize=2)
+def _claim_statement(dialect_name: str) -> Insert:
+    """INSERT of a (iss, jti, expires_at) claim that takes over an expired row, RETURNING a row when
+    claimed; built once per dialect (building it costs more than running it)."""
+    table = SeenToken.__table__
+    dialect = sqlite if dialect_name == "sqlite" else postgresql
+    stmt = dialect.insert(table).values(iss=bindparam("iss"), jti=bindparam("jti"), expires_at=bindparam("expires_at"))
+    return stmt.on_conflict_do_update(
+        index_elements=["iss", "jti"], set_={"expires_at": stmt.excluded.expires_at},
+        where=table.c.expires_at < bindparam("now", type_=table.c.expires_at.type),
+    ).returning(table.c.jti)
 
 
 def check_token_id(iss: str, jti: str) -> None:

@@ -4,7 +4,8 @@ The verdict of an order is the twin's own prescription evaluation (:func:`pgxtwi
 evaluate_prescription`, fed as ``pgxtwin twin evaluate`` feeds it: the individual posterior when
 drug levels are known).  A twin at a given version never changes, so an evaluation is cached per
 (patient, twin version or digest of the EHR facts, drug, dose, interval, day) and computed once
-even when many requests ask for it at the same time.  The day is part of the key because age and
+even when many requests ask for it at the same time; the individual posterior behind it is
+estimated once per (patient, version or digest, drug, day), not once per dose asked about.  The day is part of the key because age and
 the covariates in effect move with the date.
 
 Where a gene's FDA label status in CPIC's gene-drug table (pypgx ``cpic-table.csv``, column
@@ -22,6 +23,8 @@ from datetime import date, datetime, timezone
 from functools import lru_cache
 from typing import TypeVar
 
+import numpy as np
+
 from ...errors import PgxInputError
 from ...knowledge.drugs import UnknownDrug, load_drug
 from ...knowledge.guidelines import Guideline, HlaRule, guidelines_for, hla_rules, hla_risks, recommendation
@@ -29,7 +32,7 @@ from ...knowledge.tables import read_table
 from ...pk.drug_model import UNKNOWN_PHENOTYPES
 from ...twin.evaluate import Evaluation, evaluate_prescription
 from ...twin.state import TwinState
-from ...twin.workflow import evaluations, factors, hla_typing
+from ...twin.workflow import factors, hla_typing, individualise
 
 __all__ = ["AssessmentCache", "DrugAssessment", "GeneFinding", "Subject", "TestingAdvice", "assess_drug",
            "chart_findings"]
@@ -95,7 +98,12 @@ class AssessmentCache:
             with self._lock:
                 if key in self._values:
                     return self._values[key]  # type: ignore[return-value]
-            value = compute()
+            try:
+                value = compute()
+            except BaseException:
+                with self._lock:
+                    self._inflight.pop(key, None)  # a failure is not kept: the next call computes again
+                raise
             with self._lock:
                 self._values[key] = value
                 while len(self._values) > self._max:
@@ -143,10 +151,28 @@ def _regimen(drug: str, dose_mg: float | None, interval_h: float | None) -> tupl
     return (standard.dose if dose_mg is None else f"{dose_mg:g} mg"), interval_h or standard.interval_h, notes
 
 
-def _evaluate(state: TwinState, drug: str, dose: str, tau: float) -> tuple[Evaluation, list[str]]:
+def _individual(cache: AssessmentCache, patient_id: str, subject: Subject,
+                drug: str) -> tuple[tuple[str, ...], dict[str, np.ndarray] | None]:
+    """Notes and individual parameter draws of ``drug`` from the subject's levels (None without
+    levels), as :func:`pgxtwin.twin.workflow.evaluations` makes them: estimated once per (patient,
+    twin version or EHR facts, drug, day), whatever the doses asked about."""
+    def compute() -> tuple[tuple[str, ...], dict[str, np.ndarray] | None]:
+        posterior = individualise(subject.state, drug)
+        if posterior is None:
+            return (), None
+        return (f"individualised from {posterior.n_observations} measured level(s)",), posterior.parameter_draws(300)
+
+    return cache.get(("posterior", patient_id, subject.identity, drug, _today()), compute)
+
+
+def _evaluate(cache: AssessmentCache, patient_id: str, subject: Subject, drug: str, dose: str,
+              tau: float) -> tuple[Evaluation, list[str]]:
     # The twin's evaluation as `pgxtwin twin evaluate` runs it (posterior from levels when known).
-    evaluation, notes, _ = evaluations(state, [(drug, dose, tau)])[0]
-    return evaluation, notes
+    notes, draws = _individual(cache, patient_id, subject, drug)
+    state = subject.state
+    evaluation = evaluate_prescription(drug, dose, tau, factors(state, drug), hla=hla_typing(state),
+                                       parameter_draws=None if draws is None else {k: v.copy() for k, v in draws.items()})
+    return evaluation, list(notes)
 
 
 def assess_drug(cache: AssessmentCache, patient_id: str, subject: Subject, drug: str, dose_mg: float | None,
@@ -159,14 +185,14 @@ def assess_drug(cache: AssessmentCache, patient_id: str, subject: Subject, drug:
     def compute() -> DrugAssessment:
         dose, tau, notes = _regimen(drug, dose_mg, interval_h)
         try:
-            evaluation, more = _evaluate(subject.state, drug, dose, tau)
+            evaluation, more = _evaluate(cache, patient_id, subject, drug, dose, tau)
         except PgxInputError as exc:
             if dose_mg is not None:
                 # e.g. an implausible ordered dose: say so, and evaluate the labelled regimen instead
                 dose, tau, notes = _regimen(drug, None, interval_h)
                 notes = [f"the ordered dose could not be assessed ({exc})", *notes[1:]]
             try:
-                evaluation, more = _evaluate(subject.state, drug, dose, tau)
+                evaluation, more = _evaluate(cache, patient_id, subject, drug, dose, tau)
             except PgxInputError as exc:
                 evaluation, more = _genotype_only(subject.state, drug, tau, str(exc)), []
         return DrugAssessment(evaluation, tuple(notes + more), testing_advice(subject.state, drug),

@@ -30,7 +30,8 @@ from ...twin.evaluate import Evaluation
 from ...twin.regimen import RegimenOutcome
 from ..fhir.codes import RXNORM, UCUM, rxnorm_for_drug
 from .assess import DrugAssessment, GeneFinding, TestingAdvice
-from .drafts import DraftMedication, normalise_dosage
+from ..fhir.medication import normalise_dosage
+from .drafts import DraftMedication
 
 __all__ = ["OVERRIDE_REASONS", "RuledCard", "chart_card", "order_cards"]
 

@@ -21,7 +21,7 @@ import httpx
 from ..fhir import codes
 from ..fhir.fhirjson import as_dict, as_list, reference, reference_target
 
-__all__ = ["DataUnavailable", "PatientData", "TEMPLATES", "gather", "resolve"]
+__all__ = ["DataUnavailable", "PatientData", "TEMPLATES", "fhir_client", "gather", "resolve"]
 
 _PATIENT = "{{context.patientId}}"
 # LOINC: 29463-7 body weight, 8302-2 body height, 2160-0 creatinine [mass/volume] in serum or
@@ -96,10 +96,10 @@ def _resources(value: Any) -> list[dict[str, Any]] | None:
     return [dict(value)] if isinstance(kind, str) else None
 
 
-def _fetch(client: httpx.Client, base: str, query: str) -> list[dict[str, Any]] | None:
+def _fetch(client: httpx.Client, base: str, query: str, headers: Mapping[str, str]) -> list[dict[str, Any]] | None:
     """GET ``query`` on the FHIR server: resources, [] when there is none, None when unavailable."""
     try:
-        response = client.get(f"{base.rstrip('/')}/{query}")
+        response = client.get(f"{base.rstrip('/')}/{query}", headers=headers)
     except httpx.HTTPError:
         return None
     if response.status_code in (404, 410) and "?" not in query:
@@ -112,10 +112,17 @@ def _fetch(client: httpx.Client, base: str, query: str) -> list[dict[str, Any]] 
         return None
 
 
+def fhir_client(timeout_s: float) -> httpx.Client:
+    """The client of an application's outbound FHIR calls (one per application, its connections
+    kept alive between calls): ``timeout_s`` on connecting and on each read, no redirects."""
+    return httpx.Client(timeout=timeout_s, follow_redirects=False, headers={"Accept": "application/fhir+json"})
+
+
 def gather(keys: Iterable[str], required: Iterable[str], *, patient_id: str, context: Mapping[str, Any],
            prefetch: Mapping[str, Any] | None, fhir_server: str | None, access_token: str | None,
-           timeout_s: float) -> PatientData:
-    """The data of ``keys``: prefetched, else fetched (in parallel); 412 when a ``required`` one is missing."""
+           client: httpx.Client) -> PatientData:
+    """The data of ``keys``: prefetched, else fetched with ``client`` (in parallel); 412 when a
+    ``required`` one is missing."""
     data = PatientData()
     missing: list[str] = []
     for key in keys:
@@ -126,13 +133,10 @@ def gather(keys: Iterable[str], required: Iterable[str], *, patient_id: str, con
         else:
             missing.append(key)
     if missing and fhir_server:
-        headers = {"Accept": "application/fhir+json"}
-        if access_token:
-            headers["Authorization"] = f"Bearer {access_token}"
+        headers = {"Authorization": f"Bearer {access_token}"} if access_token else {}
         queries = [resolve(TEMPLATES[key], context) for key in missing]
-        with httpx.Client(headers=headers, timeout=timeout_s, follow_redirects=False) as client, \
-                ThreadPoolExecutor(max_workers=len(missing)) as pool:
-            results = list(pool.map(lambda q: _fetch(client, fhir_server, q), queries))
+        with ThreadPoolExecutor(max_workers=len(missing)) as pool:
+            results = list(pool.map(lambda q: _fetch(client, fhir_server, q, headers), queries))
         for key, found in zip(missing, results):
             data.origin[key] = "unavailable" if found is None else ("fetched" if found else "none")
             data.resources.extend(found or [])

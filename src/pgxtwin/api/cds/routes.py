@@ -11,16 +11,15 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request, Response
 
 from ...store.service import ServiceStore
-from ..deps import service_store, settings
-from ..settings import Settings
+from ..deps import service_store
 from .assess import AssessmentCache
 from .models import CdsError, CdsRequest, CdsResponse, Discovery, Feedback, FeedbackReceipt
 from ...store.recorder import Recorder
-from .security import CdsClient, cds_client
-from .services import SERVICES, Service, call
+from .security import CdsClient, cds_client, verified_cds_client
+from .services import SERVICES, call, service_for
 
 router = APIRouter(prefix="/cds-services", tags=["CDS Hooks"])
 
@@ -36,13 +35,6 @@ _CALL_ERRORS: dict[int | str, dict[str, Any]] = {
     **_AUTH, **_LIMITS,
 }
 _runtime_lock = threading.Lock()
-
-
-def _service(service_id: str) -> Service:
-    service = SERVICES.get(service_id)
-    if service is None:
-        raise HTTPException(404, f"no CDS service {service_id!r} (see GET /cds-services)")
-    return service
 
 
 @dataclass(frozen=True)
@@ -72,12 +64,15 @@ def discovery(client: CdsClient = Depends(cds_client)) -> dict[str, Any]:
 
 @router.post("/{service_id}", response_model=CdsResponse, response_model_exclude_none=True,
              responses=_CALL_ERRORS, summary="Call a CDS service: cards for this hook")
-def call_service(service_id: str, body: CdsRequest, request: Request, client: CdsClient = Depends(cds_client),
-                 config: Settings = Depends(settings)) -> dict[str, Any]:
-    service = _service(service_id)
+def call_service(service_id: str, body: CdsRequest, request: Request,
+                 client: CdsClient = Depends(verified_cds_client)) -> Response:
     runtime = _runtime(request)
-    cards = call(service, body, client, recorder=runtime.recorder, cache=runtime.cache, timeout_s=config.fhir_timeout_s)
-    return {"cards": cards}
+    cards = call(service_id, body, client, recorder=runtime.recorder, cache=runtime.cache,
+                 fhir=request.app.state.fhir_client)
+    # checked against the response model and encoded here, in this thread: for a plain def endpoint
+    # FastAPI would do both in another thread-pool round trip
+    encoded = CdsResponse.model_validate({"cards": cards}).model_dump_json(exclude_none=True)
+    return Response(encoded, media_type="application/json")
 
 
 @router.post("/{service_id}/feedback", response_model=FeedbackReceipt,
@@ -85,7 +80,7 @@ def call_service(service_id: str, body: CdsRequest, request: Request, client: Cd
              summary="Feedback on cards: accepted or overridden (stored once per item)")
 def feedback(service_id: str, body: Feedback, client: CdsClient = Depends(cds_client),
              store: ServiceStore = Depends(service_store)) -> dict[str, int]:
-    service = _service(service_id)
+    service = service_for(service_id)
     stored = 0
     for item in body.feedback:
         reason = item.overrideReason.model_dump(exclude_none=True) if item.overrideReason is not None else None

@@ -8,9 +8,12 @@ path behind a proxy), ``exp``/``iat``/``jti`` are required and a ``jti`` is acce
 Any failure is a 401 and no card.
 
 "Once" holds across service processes (``pgxtwin serve --workers N``): each accepted (iss, jti) is
-claimed in the store's ``seen_tokens`` table, committed before the call goes on (in the process's
-group commit with the CDS audit and card rows, :mod:`pgxtwin.store.recorder`); the per-process
-cache in front of it refuses a replay to the same process without a database round trip.
+claimed in the store's ``seen_tokens`` table, committed before the call is answered (in the
+process's group commit, :mod:`pgxtwin.store.recorder`); the per-process cache in front of it
+refuses a replay to the same process without a database round trip.  Discovery and feedback claim
+the token before they go on (:func:`cds_client`); a service call verifies it first
+(:func:`verified_cds_client`) and claims it in the one commit of its audit entry and cards, so it
+waits for one commit, not two: a call whose claim is lost answers 401 and records no card.
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from fastapi import HTTPException, Request
+from fastapi import Depends, HTTPException, Request
 
-from ...store.recorder import claim_token
+from ...store.recorder import Claim, claim_token
+from ...store.service import check_token_id
 from ..keys import ReplayCache, TokenError, verify_token
 
-__all__ = ["CDS_ALGORITHMS", "CdsClient", "cds_client"]
+__all__ = ["CDS_ALGORITHMS", "CdsClient", "cds_client", "replayed", "verified_cds_client"]
 
 CDS_ALGORITHMS = ("ES384", "RS384")
 REQUIRED_CLAIMS = ("iss", "aud", "exp", "iat", "jti")
@@ -34,11 +38,13 @@ _replay_lock = threading.Lock()
 
 @dataclass(frozen=True)
 class CdsClient:
-    """The verified caller: the JWT's issuer and (when given) subject, its client id."""
+    """The verified caller: the JWT's issuer and (when given) subject, its client id, and the claim
+    of the token's (iss, jti) until it expires (committed by :func:`cds_client` or by the call)."""
 
     issuer: str
     subject: str | None
     tenant: str | None
+    claim: Claim
 
     @property
     def actor(self) -> str:
@@ -48,6 +54,11 @@ class CdsClient:
 
 def _unauthorized(message: str) -> HTTPException:
     return HTTPException(401, message, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+def replayed() -> HTTPException:
+    """The answer to a call whose token's claim was lost: another call used it first."""
+    return _unauthorized("invalid CDS client JWT: token replayed (jti seen before)")
 
 
 def _replay_cache(request: Request) -> ReplayCache:
@@ -70,8 +81,10 @@ def audience(request: Request) -> str:
     return str(request.url.replace(query=None, fragment=None))
 
 
-def cds_client(request: Request) -> CdsClient:
-    """FastAPI dependency: the verified CDS client, or 401."""
+async def verified_cds_client(request: Request) -> CdsClient:
+    """FastAPI dependency: the CDS client whose JWT passes every check but the store's replay claim,
+    which the caller commits (``client.claim``) before answering; or 401.  Pure computation (no
+    I/O), so it runs on the event loop rather than taking a thread-pool round trip."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -82,15 +95,19 @@ def cds_client(request: Request) -> CdsClient:
     try:
         claims = verify_token(token.strip(), issuers, audience=audience(request), algorithms=CDS_ALGORITHMS,
                               require=REQUIRED_CLAIMS, replay=_replay_cache(request), leeway_s=LEEWAY_S)
-    except TokenError as exc:
+        iss, jti = str(claims["iss"]), str(claims["jti"])
+        check_token_id(iss, jti)
+    except (TokenError, ValueError) as exc:
         raise _unauthorized(f"invalid CDS client JWT: {exc}") from None
-    # the in-process cache saw this jti first; the store tells whether another process did
     expires_at = datetime.fromtimestamp(float(claims["exp"]) + LEEWAY_S, timezone.utc)
-    try:
-        claimed = claim_token(request.app.state.twins, str(claims["iss"]), str(claims["jti"]), expires_at)
-    except ValueError as exc:
-        raise _unauthorized(f"invalid CDS client JWT: {exc}") from None
-    if not claimed:
-        raise _unauthorized("invalid CDS client JWT: token replayed (jti seen before)")
     sub, tenant = claims.get("sub"), claims.get("tenant")
-    return CdsClient(str(claims["iss"]), None if sub is None else str(sub), None if tenant is None else str(tenant))
+    return CdsClient(iss, None if sub is None else str(sub), None if tenant is None else str(tenant),
+                     (iss, jti, expires_at))
+
+
+def cds_client(request: Request, client: CdsClient = Depends(verified_cds_client)) -> CdsClient:
+    """FastAPI dependency: the verified CDS client, its token claimed in the store; or 401."""
+    # the in-process cache saw this jti first; the store tells whether another process did
+    if not claim_token(request.app.state.twins, *client.claim):
+        raise replayed()
+    return client

@@ -7,7 +7,8 @@ One call: check the hook context; (orders) find the draft drugs with pharmacogen
 (none: no card, no data needed); read the twin of ``context.patientId`` (an audited read) or,
 without a twin, the EHR's data from prefetch or the FHIR server (412 when it cannot be had); the
 twin's cached assessment per drug; the cards, each recorded with its rule for feedback (the audit
-entry and the card records are committed together, with group commit: :mod:`.recorder`).
+entry and the card records are committed together with the claim of the client's token, with
+group commit: :mod:`pgxtwin.store.recorder`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 from fastapi import HTTPException
 from pydantic import BaseModel, ValidationError
 
@@ -31,9 +33,9 @@ from .ehr import ehr_subject
 from .models import CdsRequest, OrderSelectContext, OrderSignContext, PatientContext
 from .prefetch import TEMPLATES, DataUnavailable, gather
 from ...store.recorder import Recorder
-from .security import CdsClient
+from .security import CdsClient, replayed
 
-__all__ = ["SERVICES", "Service", "call"]
+__all__ = ["SERVICES", "Service", "call", "service_for"]
 
 ORDER_KEYS = ("patient", "weight", "height", "creatinine", "medications", "pgx")
 
@@ -81,7 +83,7 @@ def _context(service: Service, body: CdsRequest) -> Any:
 
 
 def _subject(service: Service, body: CdsRequest, patient_id: str, client: CdsClient, recorder: Recorder,
-             timeout_s: float) -> tuple[Subject, str, dict[str, Any] | None]:
+             fhir: httpx.Client) -> tuple[Subject, str, dict[str, Any] | None]:
     """The patient's twin (an audited read: the audit row to commit is returned), else EHR data
     (prefetch or FHIR server); and a provenance line for the cards."""
     try:
@@ -95,7 +97,7 @@ def _subject(service: Service, body: CdsRequest, patient_id: str, client: CdsCli
     token = body.fhirAuthorization.access_token if body.fhirAuthorization is not None else None
     try:
         data = gather(service.prefetch, ("pgx",), patient_id=patient_id, context=body.context, prefetch=body.prefetch,
-                      fhir_server=body.fhirServer, access_token=token, timeout_s=timeout_s)
+                      fhir_server=body.fhirServer, access_token=token, client=fhir)
     except DataUnavailable as exc:
         raise HTTPException(412, f"no twin for this patient and {exc}") from None
     digest = hashlib.sha256(json.dumps(data.resources, sort_keys=True, default=str).encode()).hexdigest()
@@ -130,23 +132,47 @@ def _order_cards(cache: AssessmentCache, patient_id: str, subject: Subject, prov
     return cards
 
 
-def call(service: Service, body: CdsRequest, client: CdsClient, *, recorder: Recorder, cache: AssessmentCache,
-         timeout_s: float) -> list[dict[str, Any]]:
-    """The cards of one service call; the twin read's audit entry and each card's rule are committed
-    before it returns."""
+def service_for(service_id: str) -> Service:
+    """The service of this id; 404 when there is none."""
+    service = SERVICES.get(service_id)
+    if service is None:
+        raise HTTPException(404, f"no CDS service {service_id!r} (see GET /cds-services)")
+    return service
+
+
+def _cards(service: Service, body: CdsRequest, client: CdsClient, recorder: Recorder, cache: AssessmentCache,
+           fhir: httpx.Client) -> tuple[str, list[RuledCard], dict[str, Any] | None]:
+    """(patient id, the cards with their rules, the audit row of the twin read still to record)."""
     context = _context(service, body)
     patient_id = context.patientId
     if service.hook == "patient-view":
-        subject, provenance, audit = _subject(service, body, patient_id, client, recorder, timeout_s)
+        subject, provenance, audit = _subject(service, body, patient_id, client, recorder, fhir)
         card = chart_card(chart_findings(cache, patient_id, subject), subject.medications, provenance)
-        ruled = [] if card is None else [card]
-    else:
-        selections = context.selections if isinstance(context, OrderSelectContext) else None
-        orders = [(o, d) for o in draft_medications(context.draftOrders, selections) for d in o.drugs if _pgx_drug(d)]
-        if not orders:
-            return []  # nothing pharmacogenomic is being ordered: no data needed, nothing to say
-        subject, provenance, audit = _subject(service, body, patient_id, client, recorder, timeout_s)
-        ruled = _order_cards(cache, patient_id, subject, provenance, orders)
+        return patient_id, [] if card is None else [card], audit
+    selections = context.selections if isinstance(context, OrderSelectContext) else None
+    orders = [(o, d) for o in draft_medications(context.draftOrders, selections) for d in o.drugs if _pgx_drug(d)]
+    if not orders:
+        return patient_id, [], None  # nothing pharmacogenomic is being ordered: no data needed, nothing to say
+    subject, provenance, audit = _subject(service, body, patient_id, client, recorder, fhir)
+    return patient_id, _order_cards(cache, patient_id, subject, provenance, orders), audit
+
+
+def call(service_id: str, body: CdsRequest, client: CdsClient, *, recorder: Recorder, cache: AssessmentCache,
+         fhir: httpx.Client) -> list[dict[str, Any]]:
+    """The cards of one call of the service ``service_id`` (``fhir``: the application's client for
+    the EHR's FHIR server, when prefetch is missing).  The claim of the client's token, the twin read's audit entry
+    and each card's rule are committed together before it returns; a lost claim (the token was
+    used before, by another service process) is a 401 and no card.  A call that fails (412, a bad
+    context, ...) claims the token too before answering."""
+    try:
+        service = service_for(service_id)
+        patient_id, ruled, audit = _cards(service, body, client, recorder, cache, fhir)
+    except Exception:
+        if not recorder.record(None, [], client.claim):
+            raise replayed() from None
+        raise
     cards = [dict(item.card, uuid=str(uuid.uuid4())) for item in ruled]
-    recorder.record(audit, [(c["uuid"], service.id, item.rule, patient_id) for c, item in zip(cards, ruled)])
+    if not recorder.record(audit, [(c["uuid"], service.id, item.rule, patient_id) for c, item in zip(cards, ruled)],
+                           client.claim):
+        raise replayed()
     return cards

@@ -10,8 +10,7 @@ One parser (:mod:`.resource_facts`) serves the Bundle import (``POST /fhir/Bundl
 ``facts_from_resources(resources: Iterable[dict | Located], *, patient_id: str | None = None)
 -> ImportedFacts`` takes plain resource dicts (a prefetch's Patient, Observations, MedicationRequests;
 a searchset Bundle can be flattened with :func:`resources_in`) or :class:`Located` resources.
-``plan_import(facts, TwinState.empty(pid)).state`` is the twin those resources alone describe;
-``medication_order(resource)`` reads one (draft) MedicationRequest's drug, route and regimen.
+``plan_import(facts, TwinState.empty(pid)).state`` is the twin those resources alone describe.
 
 What is read (everything else is reported as skipped, with the reason):
 
@@ -61,15 +60,13 @@ from .resource_facts import (
     DoseFact,
     Fact,
     ImportedFacts,
-    MedicationOrder,
     Note,
     facts_from_resources,
-    medication_order,
 )
 
 __all__ = [
-    "Fact", "ImportPlan", "ImportReport", "ImportedFacts", "Located", "MedicationOrder", "NoPatientError", "Note",
-    "facts_from_resources", "import_document", "medication_order", "plan_import", "resources_in",
+    "Fact", "ImportPlan", "ImportReport", "ImportedFacts", "Located", "NoPatientError", "Note",
+    "facts_from_resources", "import_document", "plan_import", "resources_in",
 ]
 
 _FHIR_ID = re.compile(FHIR_ID_PATTERN)

@@ -3,8 +3,8 @@ the twin's terms, and what was skipped and why.
 
 ``facts_from_resources(resources: Iterable[dict | Located], *, patient_id: str | None = None)
 -> ImportedFacts`` is the one parser of the Bundle import (:mod:`.bundle_import`) and of CDS Hooks
-prefetch; ``medication_order(resource) -> MedicationOrder | Note`` reads one (draft) MedicationRequest.
-Nothing here touches the store.  What is read is listed in :mod:`.bundle_import`.
+prefetch.  A medication's drug, dose and interval are read by :mod:`.medication`, as CDS Hooks draft
+orders are.  Nothing here touches the store.  What is read is listed in :mod:`.bundle_import`.
 """
 
 from __future__ import annotations
@@ -47,11 +47,9 @@ from .genotypes import (
     parse_genotype,
     phenotype_term,
 )
+from .medication import MedicationRegimen, medication_concept, read_medication, recognise
 
-__all__ = [
-    "DoseFact", "Fact", "ImportedFacts", "MedicationOrder", "Note", "drug_name", "facts_from_resources",
-    "medication_order", "record_id",
-]
+__all__ = ["DoseFact", "Fact", "ImportedFacts", "Note", "drug_name", "facts_from_resources", "record_id"]
 
 Severity = Literal["information", "warning"]
 _OBSERVATION_OK = {"final", "amended", "corrected"}
@@ -484,7 +482,8 @@ class _Reader:
         if status not in _MEDICATION_CURRENT | _MEDICATION_ENDED:
             self.skip(item, f"{item.type} status {status!r}: neither current nor completed")
             return
-        drug = self.drug_of(r)
+        concept = self.concept_of(r)
+        drug = concept_drug(concept)
         if drug is None:
             self.skip(item, f"{item.type} names no drug (RxNorm code or text)", "warning")
             return
@@ -511,7 +510,7 @@ class _Reader:
             return
         data: dict[str, Any] = {"type": "medication_started", "medication_id": record_id(item), "drug": drug,
                                 "time": start.isoformat(), "route": route, "reason": f"FHIR {item.label}"}
-        data |= self.regimen(item, dosage, drug)
+        data |= self.regimen(item, read_medication(r, concept), drug)
         event = self.event(item, data)
         if event is None:
             return
@@ -525,22 +524,13 @@ class _Reader:
             if stop is not None:
                 self.facts.stops.append(Fact(item.label, stop))
 
-    def drug_of(self, resource: dict[str, Any]) -> str | None:
-        concept = resource.get("medicationCodeableConcept")
+    def concept_of(self, resource: dict[str, Any]) -> Any:
+        """The medication's CodeableConcept, from the resource or the Medication it references."""
+        concept = medication_concept(resource)
         if concept is None:
             medication = self.resolve(reference(resource.get("medicationReference")))
             concept = medication.resource.get("code") if medication is not None else None
-        for coding in codings(concept):
-            code = as_str(coding.get("code"))
-            if code and has_code({"coding": [coding]}, code, codes.RXNORM):
-                drug = codes.drug_for_rxnorm_code(code)
-                if drug is not None:
-                    return drug
-        for text in texts(concept):
-            name = drug_name(text)
-            if name is not None:
-                return name
-        return None
+        return concept
 
     def route(self, item: Located, dosage: dict[str, Any], drug: str) -> str | None:
         route = dosage.get("route")
@@ -554,22 +544,18 @@ class _Reader:
         self.skip(item, f"{drug}: route {', '.join(texts(route)) or '?'} is not modelled (oral and intravenous only)")
         return None
 
-    def regimen(self, item: Located, dosage: dict[str, Any], drug: str) -> dict[str, Any]:
-        """``dose`` (mg) and ``interval_h`` from the first dosage, when it states them as a mass and a period."""
+    def regimen(self, item: Located, read: MedicationRegimen, drug: str) -> dict[str, Any]:
+        """``dose`` (mg) and ``interval_h`` of the first dosage, when it states them."""
         out: dict[str, Any] = {}
-        dose_and_rate = as_dict(next(iter(as_list(dosage.get("doseAndRate"))), {}))
-        q = quantity(dose_and_rate.get("doseQuantity") or dosage.get("doseQuantity"))
-        if q is not None:
-            try:
-                out["dose"] = convert(q.value, codes.UCUM_TO_PINT.get(q.unit, q.unit), "mg", "dose")
-            except ValueError:
-                self.note(item, f"{drug}: dose {q.value:g} {q.unit} is not a mass; regimen kept without a dose")
-        repeat = as_dict(as_dict(dosage.get("timing")).get("repeat"))
-        period, unit = repeat.get("period"), as_str(repeat.get("periodUnit"))
-        frequency = repeat.get("frequency", 1)
-        if (isinstance(period, (int, float)) and not isinstance(period, bool) and period > 0 and unit in codes.PERIOD_UNIT_H
-                and isinstance(frequency, int) and not isinstance(frequency, bool) and frequency > 0):
-            out["interval_h"] = period * codes.PERIOD_UNIT_H[unit] / frequency
+        if read.dose_mg is not None:
+            out["dose"] = read.dose_mg
+        else:
+            q = quantity(as_dict(next(iter(as_list(read.dosage.get("doseAndRate"))), {})).get("doseQuantity"))
+            if q is not None:
+                self.note(item, f"{drug}: dose {q.value:g} {q.unit} is not a mass (nor a count or volume of a "
+                                "product of known strength); regimen kept without a dose")
+        if read.interval_h is not None:
+            out["interval_h"] = read.interval_h
         return out
 
     def administration(self, item: Located) -> None:
@@ -578,7 +564,7 @@ class _Reader:
         if status not in (None, "completed"):
             self.skip(item, f"MedicationAdministration status {status!r}: not a completed dose")
             return
-        drug = self.drug_of(r)
+        drug = concept_drug(self.concept_of(r))
         if drug is None:
             self.skip(item, "MedicationAdministration names no drug (RxNorm code or text)", "warning")
             return
@@ -609,31 +595,18 @@ class _Reader:
                                          record_id(request) if request is not None else None))
 
 
-@dataclass(frozen=True)
-class MedicationOrder:
-    """What one MedicationRequest orders, whatever its status (a CDS Hooks draft order)."""
-
-    drug: str
-    route: str
-    dose_mg: float | None
-    interval_h: float | None
-    notes: tuple[Note, ...] = ()
-
-
-def medication_order(resource: dict[str, Any]) -> MedicationOrder | Note:
-    """The drug (RxNorm ingredient, else its name), route and regimen of ``resource`` with the
-    same rules as the import, or a :class:`Note` saying why it cannot be read."""
-    item = Located(resource, "order")
-    reader = _Reader(ImportedFacts(None), _Patient(None, set(), set()), [item])
-    drug = reader.drug_of(resource)
-    if drug is None:
-        return Note(item.label, "the order names no drug (RxNorm code or text)", "warning")
-    dosage = as_dict(next(iter(as_list(resource.get("dosageInstruction") or resource.get("dosage"))), {}))
-    route = reader.route(item, dosage, drug)
-    if route is None:
-        return reader.facts.skipped[-1]
-    regimen = reader.regimen(item, dosage, drug)
-    return MedicationOrder(drug, route, regimen.get("dose"), regimen.get("interval_h"), tuple(reader.facts.notes))
+def concept_drug(concept: Any) -> str | None:
+    """The drug of a medication concept: the first recognised by :func:`.medication.recognise` (RxNorm
+    code, else a known name in its texts), else the name its text starts with (:func:`drug_name`:
+    a co-medication the drug library does not model still counts for interactions)."""
+    drugs = recognise(concept)
+    if drugs:
+        return drugs[0]
+    for text in texts(concept):
+        name = drug_name(text)
+        if name is not None:
+            return name
+    return None
 
 
 def _is_genomic(resource: dict[str, Any], code: str) -> bool:
