@@ -316,16 +316,18 @@ def mcmc_check(name: str, n_patients: int, n_draws: int, seed: int) -> dict[str,
         eta = numpyro.sample("eta", eta_prior)
         numpyro.factor("likelihood", log_likelihood(eta, *args))
 
-    # one sampler per patient (compiled once, reused with each patient's data): each posterior gets its
-    # own step size and dense mass matrix, so a hard patient does not slow down the easy ones
+    # one sampler per patient: each posterior gets its own step size and dense mass matrix, so a hard
+    # patient does not slow down the easy ones.  Each run compiles anew (the patient's data are traced
+    # in); its compiled code is freed after it, or the process runs out of memory mappings.
     t0 = time.perf_counter()
-    mcmc = MCMC(NUTS(model, dense_mass=True, max_tree_depth=MAX_TREE_DEPTH), num_warmup=1000, num_samples=n_draws // 2, num_chains=2,
-                chain_method="vectorized", progress_bar=False, jit_model_args=True)
     per_chain, n_steps = [], []
     for i in range(n_patients):
+        mcmc = MCMC(NUTS(model, dense_mass=True, max_tree_depth=MAX_TREE_DEPTH), num_warmup=1000, num_samples=n_draws // 2,
+                    num_chains=2, chain_method="vectorized", progress_bar=False)
         mcmc.run(jax.random.PRNGKey(seed + i), *(a[i] for a in data), extra_fields=("num_steps",))
         per_chain.append(np.asarray(mcmc.get_samples(group_by_chain=True)["eta"]))  # (2, S, d)
         n_steps.append(np.asarray(mcmc.get_extra_fields()["num_steps"]))
+        jax.clear_caches()
     chains = np.stack(per_chain, axis=2)  # (2, S, P, d)
     steps = float(np.mean(np.concatenate(n_steps)))
     seconds = time.perf_counter() - t0
