@@ -7,10 +7,10 @@ run on open), loads the trusted issuers, and installs the limits and error handl
 
 from __future__ import annotations
 
+import gc
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-
-import logging
 
 import anyio.to_thread
 from fastapi import FastAPI
@@ -48,6 +48,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # the threads that run the store-touching (plain def) endpoints, per process (see Settings.threads)
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threads
+        # what startup built (knowledge base, drug library, models) lives as long as the process:
+        # out of the collector's reach, full collections no longer traverse it mid-request
+        gc.collect()
+        gc.freeze()
         yield
         fhir.close()
         twins.close()
