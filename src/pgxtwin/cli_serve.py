@@ -5,7 +5,7 @@ file; ``PGXTWIN_OAUTH_ISSUERS``, ``PGXTWIN_CDS_CLIENTS``, ... see :mod:`pgxtwin.
 uvicorn's access log is off by default: request lines carry patient ids, and no patient data goes
 to the application log.  SIGTERM or Ctrl-C stops the service gracefully (running jobs finish).
 
-``--workers N`` runs N uvicorn worker processes on the same port (each builds the application from
+``--workers N`` (default: the CPU count) runs N uvicorn worker processes on the same port (each builds the application from
 the environment, ``create_app`` as factory); they share the store, so what must hold across calls
 (idempotency keys, CDS cards, a CDS client ``jti`` accepted once) lives in the database.
 """
@@ -13,7 +13,7 @@ the environment, ``create_app`` as factory); they share the store, so what must 
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -33,9 +33,11 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port")] = 8080,
     log_level: Annotated[LogLevel, typer.Option(help="uvicorn's log level")] = LogLevel.info,
     access_log: Annotated[bool, typer.Option(help="log each request line (paths carry patient ids)")] = False,
-    workers: Annotated[int, typer.Option(min=1, max=64, help="uvicorn worker processes (they share the store)")] = 1,
+    workers: Annotated[Optional[int], typer.Option(min=1, max=64, help="uvicorn worker processes, sharing the store (default: CPU count)")] = None,
 ) -> None:
     """Run the twin service: REST API, FHIR R4 and CDS Hooks 2.0 (OpenAPI at /docs)."""
+    import os
+
     import uvicorn
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -50,6 +52,9 @@ def serve(
         app = create_app(settings)
     except SQLAlchemyError as exc:  # the URL may hold a password: name only the error type
         raise PgxInputError(f"cannot open the twin store at PGXTWIN_DATABASE_URL ({type(exc).__name__})") from None
+    # one process per core: a single process holds the GIL, and CDS latency under load needs both
+    # cores (benchmarks/bench_cds.py: p95 171-189 ms with 1 worker, 122-126 ms with 2 on 2 cores)
+    workers = workers or os.cpu_count() or 1
     options: dict[str, Any] = {"host": host, "port": port, "log_level": log_level.value, "access_log": access_log, "lifespan": "on"}
     if workers == 1:
         uvicorn.run(app, **options)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 
 def _free_port() -> int:
@@ -19,22 +20,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _serve_command(port: int) -> list[str]:
+def _serve_command(port: int, extra: list[str]) -> list[str]:
     """``python -m pgxtwin.cli serve`` once the command is registered; until then the same Typer
     command run on its own."""
     from pgxtwin.cli import app
 
-    options = ["--host", "127.0.0.1", "--port", str(port), "--log-level", "info"]
+    options = ["--host", "127.0.0.1", "--port", str(port), "--log-level", "info", *extra]
     if any(c.name == "serve" or getattr(c.callback, "__name__", "") == "serve" for c in app.registered_commands):
         return [sys.executable, "-m", "pgxtwin.cli", "serve", *options]
     return [sys.executable, "-c", "import typer; from pgxtwin.cli_serve import serve; typer.run(serve)", *options]
 
 
-def test_serve_answers_the_openapi_spec_and_stops_on_sigterm(tmp_path: Path):
+@pytest.mark.parametrize("extra", [[], ["--workers", "1"]], ids=["default-workers", "one-process"])
+def test_serve_answers_the_openapi_spec_and_stops_on_sigterm(tmp_path: Path, extra: list[str]):
+    """The default (one worker per core) and a single in-process worker."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PGXTWIN_")}
     env["PGXTWIN_DATABASE_URL"] = f"sqlite:///{tmp_path / 'twins.db'}"
-    proc = subprocess.Popen(_serve_command(port), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(_serve_command(port, extra), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 90
         spec = None
