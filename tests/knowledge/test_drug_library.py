@@ -3,26 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import BaseModel
 
 from pgxtwin.knowledge.drugs import UnknownDrug, drug_names, enzyme_activity, library_digest, load_drug, perpetrators, resolve_drug
-from pgxtwin.knowledge.drugs.schema import Parameter, Sourced
+from pgxtwin.knowledge.drugs.schema import Parameter
 from pgxtwin.knowledge.phenotypes import phenotype_names
 
-
-def _numbers(obj, path="drug"):
-    """Every Sourced number inside a pydantic model, with where it sits."""
-    if isinstance(obj, Sourced):
-        yield path, obj
-    elif isinstance(obj, BaseModel):
-        for name in type(obj).model_fields:
-            yield from _numbers(getattr(obj, name), f"{path}.{name}")
-    elif isinstance(obj, dict):
-        for key, value in obj.items():
-            yield from _numbers(value, f"{path}[{key}]")
-    elif isinstance(obj, (list, tuple)):
-        for i, value in enumerate(obj):
-            yield from _numbers(value, f"{path}[{i}]")
+from .sourced import sourced_numbers
 
 
 def test_library_loads_and_names_match_files():
@@ -35,7 +21,7 @@ def test_library_loads_and_names_match_files():
 @pytest.mark.parametrize("name", drug_names())
 def test_every_number_names_its_source(name):
     drug = load_drug(name)
-    numbers = list(_numbers(drug))
+    numbers = list(sourced_numbers(drug, "drug"))
     assert numbers
     for where, number in numbers:
         assert len(number.source.strip()) >= 8, where

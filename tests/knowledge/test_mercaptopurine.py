@@ -10,14 +10,14 @@ from __future__ import annotations
 import math
 
 import pytest
-from pydantic import BaseModel
 
 from pgxtwin.errors import PgxInputError
 from pgxtwin.knowledge.drugs import load_drug, resolve_drug
-from pgxtwin.knowledge.drugs.schema import Sourced
 from pgxtwin.pk.drug_model import GeneInput, PatientFactors, drug_model
 from pgxtwin.pk.scenarios import exposure_ratio, resolve_dose_mg, simulate_regimen
 from pgxtwin.twin.regimen import candidate_regimens
+
+from .sourced import sourced_numbers
 
 TGN = "6-TGN"
 PARENT = "mercaptopurine"
@@ -25,21 +25,6 @@ DOI = "doi:10.1111/j.1365-2125.2008.03281.x"
 HAWWA_THETA_TPMT = 2.56  # Table 4: FM3 x 2.56 in TPMT*3 carriers
 HAWWA_FM3, HAWWA_KME_FRACTION = 0.0191, 0.78  # Table 4 / Methods
 HAWWA_CL_TGN_BSA1, HAWWA_BSA_EXPONENT, HAWWA_MEDIAN_BSA = 0.00914, 1.16, 1.14  # Table 4, Table 1
-
-
-def _sourced(obj, path="mercaptopurine"):
-    """Every Sourced number inside the pydantic model, with where it sits."""
-    if isinstance(obj, Sourced):
-        yield path, obj
-    elif isinstance(obj, BaseModel):
-        for name in type(obj).model_fields:
-            yield from _sourced(getattr(obj, name), f"{path}.{name}")
-    elif isinstance(obj, dict):
-        for key, value in obj.items():
-            yield from _sourced(value, f"{path}[{key}]")
-    elif isinstance(obj, (list, tuple)):
-        for i, value in enumerate(obj):
-            yield from _sourced(value, f"{path}[{i}]")
 
 
 def _tpmt(phenotype: str) -> PatientFactors:
@@ -62,7 +47,7 @@ def test_library_file_loads_with_red_cell_tgn_as_main_analyte():
 
 def test_every_number_and_parameter_names_its_source():
     drug = load_drug("mercaptopurine")
-    numbers = list(_sourced(drug))
+    numbers = list(sourced_numbers(drug, "mercaptopurine"))
     assert len(numbers) >= len(drug.parameters) + 4
     for where, number in numbers:
         assert ("Hawwa 2008" in number.source or "PMID" in number.source or "label" in number.source), where

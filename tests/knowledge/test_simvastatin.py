@@ -9,13 +9,14 @@ from __future__ import annotations
 import math
 
 import pytest
-from pydantic import BaseModel
 
 from pgxtwin.errors import PgxInputError
 from pgxtwin.knowledge.drugs import load_drug, resolve_drug
 from pgxtwin.knowledge.drugs.schema import Sourced
 from pgxtwin.pk.drug_model import GeneInput, PatientFactors, drug_model
 from pgxtwin.pk.scenarios import exposure_ratio
+
+from .sourced import sourced_numbers
 
 ACID = "simvastatin acid"
 LACTONE = "simvastatin"
@@ -25,21 +26,6 @@ VALIDATION_PMID = "35652242"  # Mykkänen 2022, the validation row's own source
 
 # Jin 2014 (doi:10.1007/s11095-013-1284-0) Table III, the full model the library file reduces
 JIN_CL, JIN_FM, JIN_Q64, JIN_CLM = 571.0, 0.236, 112.0, 0.035
-
-
-def _sourced(obj, path="simvastatin"):
-    """Every Sourced number inside the pydantic model, with where it sits."""
-    if isinstance(obj, Sourced):
-        yield path, obj
-    elif isinstance(obj, BaseModel):
-        for name in type(obj).model_fields:
-            yield from _sourced(getattr(obj, name), f"{path}.{name}")
-    elif isinstance(obj, dict):
-        for key, value in obj.items():
-            yield from _sourced(value, f"{path}[{key}]")
-    elif isinstance(obj, (list, tuple)):
-        for i, value in enumerate(obj):
-            yield from _sourced(value, f"{path}[{i}]")
 
 
 def _poor_function_factor() -> Sourced:
@@ -61,7 +47,7 @@ def test_library_file_loads_with_the_acid_as_main_analyte():
 
 def test_every_number_and_parameter_names_its_source():
     drug = load_drug("simvastatin")
-    numbers = list(_sourced(drug))
+    numbers = list(sourced_numbers(drug, "simvastatin"))
     assert len(numbers) >= len(drug.parameters) + 4
     for where, number in numbers:
         assert ("PMID" in number.source or "doi:" in number.source or "Jin 2014" in number.source

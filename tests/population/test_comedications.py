@@ -7,12 +7,12 @@ import math
 
 import pyarrow.parquet as pq
 import pytest
-import typer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from pgxtwin.cli_population import parse_comedications, population
+from pgxtwin.cli import app
+from pgxtwin.cli_population import parse_comedications
 from pgxtwin.errors import PgxInputError
 from pgxtwin.population.trial_spec import parse_trial
 
@@ -26,17 +26,10 @@ TRIAL = {
 }
 
 
-def _cli():
-    app = typer.Typer()
-    app.command()(population)
-    app.command("noop")(lambda: None)  # a second command keeps "population" as a subcommand
-    return app
-
-
 def test_cli_writes_the_comedications_column(tmp_path):
     target = tmp_path / "pop.parquet"
     args = ["population", "--n", "20000", "--mix", "european=1", "--genes", "CYP2D6", "-o", str(target)]
-    result = CliRunner().invoke(_cli(), [*args, "--comedication-prevalence", "Paroxetine=0.25"])
+    result = CliRunner().invoke(app, [*args, "--comedication-prevalence", "Paroxetine=0.25"])
     assert result.exit_code == 0, result.output
     frame = pq.read_table(target).to_pandas()
     share = (frame["comedications"] == "paroxetine").mean()
@@ -57,7 +50,7 @@ def test_cli_writes_the_comedications_column(tmp_path):
 def test_cli_bad_prevalence_is_one_line_and_nonzero(tmp_path, value, fragment):
     target = tmp_path / "x.parquet"
     result = CliRunner().invoke(
-        _cli(), ["population", "--n", "5", "--mix", "european=1", "-o", str(target), "--comedication-prevalence", value]
+        app, ["population", "--n", "5", "--mix", "european=1", "-o", str(target), "--comedication-prevalence", value]
     )
     assert result.exit_code != 0
     assert "--comedication-prevalence" in result.output and fragment in result.output

@@ -12,14 +12,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import typer
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import ndtri
 from typer.testing import CliRunner
 
-from pgxtwin.cli_population import population
+from pgxtwin.cli import app
 from pgxtwin.errors import PgxInputError
 from pgxtwin.knowledge.frequencies import allele_frequencies
 from pgxtwin.knowledge.phenotypes import phenotype_of
@@ -401,17 +400,10 @@ def test_n_below_one_is_refused(tmp_path):
 # --- CLI ----------------------------------------------------------------------------------------
 
 
-def _cli():
-    app = typer.Typer()
-    app.command()(population)
-    app.command("noop")(lambda: None)  # a second command keeps "population" as a subcommand
-    return app
-
-
 def test_cli_writes_the_population(tmp_path):
     target = tmp_path / "pop.parquet"
     result = CliRunner().invoke(
-        _cli(), ["population", "--n", "3000", "--mix", "european=0.6,east_asian=0.4", "--seed", "7", "-o", str(target)]
+        app, ["population", "--n", "3000", "--mix", "european=0.6,east_asian=0.4", "--seed", "7", "-o", str(target)]
     )
     assert result.exit_code == 0, result.output
     table = pq.read_table(target)
@@ -422,7 +414,7 @@ def test_cli_writes_the_population(tmp_path):
 def test_cli_restricts_genes(tmp_path):
     target = tmp_path / "pop.parquet"
     result = CliRunner().invoke(
-        _cli(), ["population", "--n", "10", "--mix", "european=1", "--genes", "cyp2c19,CYP2C9", "-o", str(target)]
+        app, ["population", "--n", "10", "--mix", "european=1", "--genes", "cyp2c19,CYP2C9", "-o", str(target)]
     )
     assert result.exit_code == 0, result.output
     assert [c for c in pq.read_schema(target).names if c.endswith("_phenotype")] == ["CYP2C19_phenotype", "CYP2C9_phenotype"]
@@ -441,7 +433,7 @@ def test_cli_restricts_genes(tmp_path):
 def test_cli_bad_input_is_one_line_and_nonzero(tmp_path, args, fragment):
     target = tmp_path / "x.parquet"
     base = ["population", "--n", "5", "-o", str(target)]
-    result = CliRunner().invoke(_cli(), base + args)
+    result = CliRunner().invoke(app, base + args)
     assert result.exit_code != 0
     assert fragment in result.output and "Traceback" not in result.output
     assert not target.exists()
