@@ -316,48 +316,47 @@ def mcmc_check(name: str, n_patients: int, n_draws: int, seed: int) -> dict[str,
         eta = numpyro.sample("eta", eta_prior)
         numpyro.factor("likelihood", log_likelihood(eta, *args))
 
+    _, modes, covs, _ = estimate_many(name, PATIENT, [history] * n_patients, observations)
+    k = names.index(clearance_name(prior))
     # one sampler per patient: each posterior gets its own step size and dense mass matrix, so a hard
     # patient does not slow down the easy ones.  Each run compiles anew (the patient's data are traced
-    # in); its compiled code is freed after it, or the process runs out of memory mappings.
-    t0 = time.perf_counter()
-    per_chain, n_steps = [], []
+    # in), so everything JAX computes for a patient is done before its compiled code is freed (the
+    # process otherwise runs out of memory mappings; freeing them and computing afterwards deadlocked).
+    seconds = 0.0
+    per_chain, n_steps, rows = [], [], []
     for i in range(n_patients):
+        args = tuple(a[i] for a in data)
+        t0 = time.perf_counter()
         mcmc = MCMC(NUTS(model, dense_mass=True, max_tree_depth=MAX_TREE_DEPTH), num_warmup=1000, num_samples=n_draws // 2,
                     num_chains=2, chain_method="vectorized", progress_bar=False)
-        mcmc.run(jax.random.PRNGKey(seed + i), *(a[i] for a in data), extra_fields=("num_steps",))
-        per_chain.append(np.asarray(mcmc.get_samples(group_by_chain=True)["eta"]))  # (2, S, d)
+        mcmc.run(jax.random.PRNGKey(seed + i), *args, extra_fields=("num_steps",))
+        chain = np.asarray(mcmc.get_samples(group_by_chain=True)["eta"])  # (2, S, d)
+        seconds += time.perf_counter() - t0
+        per_chain.append(chain)
         n_steps.append(np.asarray(mcmc.get_extra_fields()["num_steps"]))
-        jax.clear_caches()
-    chains = np.stack(per_chain, axis=2)  # (2, S, P, d)
-    steps = float(np.mean(np.concatenate(n_steps)))
-    seconds = time.perf_counter() - t0
-    rhat = float(np.nanmax(np.asarray(split_gelman_rubin(chains))))
-    draws = chains.reshape(-1, n_patients, d)
-    per_patient = jax.jit(jax.vmap(jax.vmap(log_posterior), in_axes=(0, *([None] * 5))))
-    logp = np.asarray(per_patient(jnp.asarray(draws), *data))  # (S, P)
-
-    _, modes, covs, _ = estimate_many(name, PATIENT, [history] * n_patients, observations)
-    neg = jax.jit(lambda e, *a: -log_posterior(e, *a))
-    neg_grad = jax.jit(jax.grad(neg))
-    k = names.index(clearance_name(prior))
-    rows = []
-    for i in range(n_patients):
-        x, lp, args = draws[:, i], logp[:, i], tuple(a[i] for a in data)
+        x = chain.reshape(-1, d)
+        lp = np.asarray(jax.jit(jax.vmap(lambda e: log_posterior(e, *args)))(jnp.asarray(x)))
         best_draw = x[np.argmax(lp)]
+        neg = jax.jit(lambda e: -log_posterior(e, *args))
+        neg_grad = jax.jit(jax.grad(neg))
         # NUTS posterior mode: the highest-density draw (the sampler explores the whole posterior, so it
         # lands in the basin of the global mode), polished by BFGS on the JAX log density; BFGS from the
         # prior mode as well, and the better of the two kept
-        fits = [minimize(lambda e: float(neg(jnp.asarray(e), *args)), start, jac=lambda e: np.asarray(neg_grad(jnp.asarray(e), *args)),
+        fits = [minimize(lambda e: float(neg(jnp.asarray(e))), start, jac=lambda e: np.asarray(neg_grad(jnp.asarray(e))),
                          method="BFGS", options={"gtol": 1e-9}) for start in (best_draw, np.zeros(d))]
         nuts_mode = min(fits, key=lambda r: r.fun)
         sd_laplace = np.sqrt(np.diag(covs[i]))
         lo, hi = modes[i, k] - Z90 * sd_laplace[k], modes[i, k] + Z90 * sd_laplace[k]
         rows.append({
             "mode": _pct(modes[i, k], nuts_mode.x[k]), "mode_all": np.max(np.abs(_pct(modes[i], nuts_mode.x))),
-            "missed": nuts_mode.fun < float(neg(jnp.asarray(modes[i]), *args)) - 1e-6,
+            "missed": nuts_mode.fun < float(neg(jnp.asarray(modes[i]))) - 1e-6,
             "draw": _pct(modes[i, k], best_draw[k]), "kde": _pct(modes[i, k], _kde_mode(x)[k]), "median": _pct(modes[i, k], np.median(x[:, k])),
             "sd_ratio": sd_laplace[k] / x[:, k].std(), "below": np.mean(x[:, k] < lo), "above": np.mean(x[:, k] > hi),
         })
+        jax.clear_caches()
+    chains = np.stack(per_chain, axis=2)  # (2, S, P, d)
+    steps = float(np.mean(np.concatenate(n_steps)))
+    rhat = float(np.nanmax(np.asarray(split_gelman_rubin(chains))))
     col = {key: np.array([r[key] for r in rows], dtype=float) for key in rows[0]}
     within = {key: float(np.mean(np.abs(col[key]) <= 2.0)) for key in ("mode", "mode_all", "draw", "kde", "median")}
     return {
