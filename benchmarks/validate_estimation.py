@@ -39,7 +39,7 @@ from pgxtwin.pk.dosing import DosingHistory
 from pgxtwin.pk.drug_model import PatientFactors, drug_model
 from pgxtwin.pk.engine import simulate
 from pgxtwin.pk.units import parse_dose
-from pgxtwin.twin.estimation import FRACTIONS, Z90, add_residual, estimate, estimate_many, population_prior
+from pgxtwin.twin.estimation import FRACTIONS, Z90, add_residual, estimate, estimate_many, parameter_values, population_prior
 
 PATIENT = PatientFactors(weight_kg=70.0)
 
@@ -88,11 +88,7 @@ def predictive_coverage(prior, history, modes, covs, held_t, held_y, rng, n_draw
     """Share of held-out observations inside the 5-95% predictive interval (η ~ Laplace, + residual)."""
     n, d = modes.shape
     eta = np.concatenate([rng.multivariate_normal(modes[i], covs[i], size=n_draws, method="eigh") for i in range(n)]) if d else np.zeros((n * n_draws, 0))
-    params = {k: np.full(n * n_draws, v) for k, v in prior.typical.items()}
-    for k, name in enumerate(prior.names):
-        params[name] = params[name] * np.exp(eta[:, k])
-        if name in FRACTIONS:
-            params[name] = np.minimum(params[name], 1.0)
+    params = parameter_values(prior.names, prior.typical, eta)
     grid, inv = np.unique(held_t, return_inverse=True)
     conc = np.empty((n, n_draws))
     for s in range(0, n, 25):  # chunks of patients bound memory (draws x grid per chunk)
@@ -109,16 +105,6 @@ def clearance_name(prior) -> str:
     """The clearance-like parameter reported: CL, else Vmax (Michaelis-Menten), else the observed
     metabolite's CL (e.g. 6-TGN of mercaptopurine), else the first parameter with variability."""
     return next((name for name in ("cl", "vmax", "cl_m") if name in prior.names), prior.names[0])
-
-
-def map_parameters(prior, modes: np.ndarray) -> dict[str, np.ndarray]:
-    """Individual parameters (P,) at the MAP η of each patient."""
-    params = {k: np.full(len(modes), v) for k, v in prior.typical.items()}
-    for k, name in enumerate(prior.names):
-        params[name] = params[name] * np.exp(modes[:, k])
-        if name in FRACTIONS:
-            params[name] = np.minimum(params[name], 1.0)
-    return params
 
 
 def apparent_clearance(prior, history: DosingHistory, params: dict[str, np.ndarray]) -> np.ndarray:
@@ -177,7 +163,7 @@ def validate_drug(name: str, n: int, seed: int) -> dict[str, float]:
     # levels inform and the dose follows (for a metabolite it does not depend on the parent's CL)
     app_true = apparent_clearance(prior, history, truth)
     app_prior = apparent_clearance(prior, history, {k: np.full(n, v) for k, v in prior.typical.items()})
-    app_map = apparent_clearance(prior, history, map_parameters(prior, modes))
+    app_map = apparent_clearance(prior, history, parameter_values(prior.names, prior.typical, modes))
     app_err_prior, app_err_map = app_prior / app_true - 1.0, app_map / app_true - 1.0
     coverage = predictive_coverage(prior, history, modes, covs, held_t, held_y, rng)
     prior_cov = predictive_coverage(prior, history, np.zeros_like(modes), np.repeat(prior.omega[None], n, 0), held_t, held_y, rng)

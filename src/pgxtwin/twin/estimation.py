@@ -56,6 +56,7 @@ __all__ = [
     "dose_pieces",
     "estimate",
     "estimate_many",
+    "parameter_values",
     "population_prior",
     "read_doses_csv",
     "read_observations_csv",
@@ -374,13 +375,20 @@ def _laplace_covariance(h: np.ndarray, omega: np.ndarray) -> tuple[np.ndarray, b
 
 
 # ----------------------------------------------------------------------------------------- prediction
-def _concentrations(prior: Prior, typical: dict[str, float], eta: np.ndarray, history: DosingHistory, times: np.ndarray) -> np.ndarray:
-    """Concentrations (R, T) of the observed output for the η rows (R, d) (numpy path of simulate)."""
+def parameter_values(names: Sequence[str], typical: dict[str, float], eta: np.ndarray) -> dict[str, np.ndarray]:
+    """θ = θ_typ · exp(η) for the η rows (R, d) over ``names`` (fractions capped at 1); the other
+    parameters at their typical values.  The numpy twin of :func:`individual_parameters`."""
     params = {k: np.full(len(eta), v) for k, v in typical.items()}
-    for k, name in enumerate(prior.names):
+    for k, name in enumerate(names):
         params[name] = params[name] * np.exp(eta[:, k])
         if name in FRACTIONS:
             params[name] = np.minimum(params[name], 1.0)
+    return params
+
+
+def _concentrations(prior: Prior, typical: dict[str, float], eta: np.ndarray, history: DosingHistory, times: np.ndarray) -> np.ndarray:
+    """Concentrations (R, T) of the observed output for the η rows (R, d) (numpy path of simulate)."""
+    params = parameter_values(prior.names, typical, eta)
     return np.asarray(_simulate(prior, params, dose_pieces(prior.model.structure, history), times))
 
 
@@ -435,11 +443,7 @@ class EstimationResult:
         """``n`` individual parameter sets from the Laplace posterior (for dose selection)."""
         rng = np.random.default_rng(seed)
         eta = rng.multivariate_normal(self.eta, self.covariance, size=n, method="cholesky") if len(self.eta) else np.zeros((n, 0))
-        out = {name: np.full(n, value) for name, value in self._typical_next.items()}
-        for k, name in enumerate(self.parameter_names):
-            values = self._typical_next[name] * np.exp(eta[:, k])
-            out[name] = np.minimum(values, 1.0) if name in ("f", "fm") else values
-        return out
+        return parameter_values(self.parameter_names, self._typical_next, eta)
 
     def predict(
         self, times_h: Sequence[float], *, n_draws: int = 2000, seed: int = 0, history: DosingHistory | None = None
