@@ -193,6 +193,23 @@ def test_michaelis_menten_matches_scipy_tight_solve(route: str, tlag: np.ndarray
     np.testing.assert_allclose(grad_path.detach().numpy(), tight, rtol=0, atol=1e-10 * ref.max())
 
 
+def test_michaelis_menten_per_patient_lags_inside_segments_match_scipy() -> None:
+    # 12 patients with distinct lag times and 4 doses: 48 entries, more than _ode._LAGS_AS_CUTS per dose, so
+    # they fall inside segments as forcing jumps the steps stop at (this hung both loops before stage times
+    # at a stop took the forcing's left limit: a step ending at an entry saw the entering dose)
+    rng = np.random.default_rng(7)
+    n = 12
+    params = {k: np.resize(v, n) for k, v in MM3.items()} | {"tlag": rng.uniform(0.1, 2.0, n)}
+    times = np.linspace(0.0, 48.0, 97)
+    dosing = DosingHistory.from_records([t for t, _ in MM_DOSES], [a for _, a in MM_DOSES], route="oral")
+    ref = _mm_reference(params, MM_DOSES, "oral", times, 0.0)
+    tight = simulate(MichaelisMenten(), params, dosing, times, ode=TIGHT)["parent"]
+    assert np.abs(tight - ref).max() <= 1e-8 * ref.max()
+    tp = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    grad_path = simulate(MichaelisMenten(), tp, dosing, times, ode=TIGHT)["parent"]
+    np.testing.assert_allclose(grad_path.detach().numpy(), ref, rtol=0, atol=1e-8 * ref.max())
+
+
 def test_numpy_path_keeps_amounts_and_steady_state_of_the_torch_path() -> None:
     tp = {k: torch.tensor(v, requires_grad=True) for k, v in MM3.items()}
     times = np.linspace(0.0, 24.0, 25)

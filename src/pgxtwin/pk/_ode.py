@@ -19,6 +19,10 @@ side is plain arithmetic, valid on numpy arrays too). At 10³ patients the cost 
 operations per step, not flops, and numpy's lower cost per call (with one matrix–vector product per
 Runge–Kutta stage, see ``_solver/base.py``) cuts the CPU time of 10³ Michaelis–Menten patients on
 28 daily oral doses from 0.40 to 0.17 s on 2 cores (benchmarks/bench_simulate.py, part c).
+A model that also ships a numba-compiled ``kernel`` of its right-hand side runs the numpy path through
+the compiled copy of the solver loop (``_solver/compiled.py``; not with ``return_amounts``, whose
+elimination column the kernel does not give): the same algorithm, with no per-stage array-call
+overhead, which is what a small batch (one patient's TDM update) pays for.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import torch
 from torchdiffeq import odeint
 
 from pgxtwin.pk._solver import SOLVERS
+from pgxtwin.pk._ode_compiled import integrate_history
 from pgxtwin.pk.dosing import DoseTable, RegularRegimen, Route
 from pgxtwin.pk.models.base import Model, Params
 
@@ -102,22 +107,22 @@ class _Events:
 
 
 def _depot(
-    xp: ModuleType, t: float, ev: _Events, oral: list[int], entry: Arr, f: Arr, ka: Arr, depot0: Arr, t0: float,
-    include_t0: bool = False,
+    xp: ModuleType, t: float, ev: _Events, oral: list[int], entry: Arr, span: tuple[np.ndarray, np.ndarray], f: Arr,
+    ka: Arr, depot0: Arr, t0: float, include_t0: bool = False,
 ) -> Arr:
     """Depot amount (mg) at scalar time t ≥ t0: depot0 decayed to t plus the oral doses entering in
-    (t0, t] — in [t0, t] with ``include_t0`` (depot0 is then the depot just before t0). Called from one
-    segment start to the next, this is O(1) per segment."""
+    (t0, t] — in [t0, t] with ``include_t0`` (depot0 is then the depot just before t0). ``span``: each
+    oral dose's earliest and latest entry time over the patients (E_oral,). Called from one segment
+    start to the next, this is O(1) per segment."""
     out = depot0 * xp.exp(-_decay(xp, ka * (t - t0))) if t != t0 else depot0
-    for i, e in enumerate(oral):
+    lo, hi = span
+    # doses some patient takes in the window (not in depot0 already, not still to come for all)
+    entering = np.flatnonzero(((hi >= t0) if include_t0 else (hi > t0)) & (lo <= t))
+    for i in entering.tolist():
         col = entry[:, i]
-        col_np = _to_numpy(col)
-        lo, hi = float(col_np.min()), float(col_np.max())
-        if (hi < t0 if include_t0 else hi <= t0) or lo > t:
-            continue  # in depot0 already, or not entered yet, for every patient
         lag = t - col
-        term = xp.where(lag >= 0, f * ev.amounts[:, e] * xp.exp(-_decay(xp, ka * lag)), 0.0)
-        if include_t0 and lo < t0 or not include_t0 and lo <= t0:
+        term = xp.where(lag >= 0, f * ev.amounts[:, oral[i]] * xp.exp(-_decay(xp, ka * lag)), 0.0)
+        if include_t0 and lo[i] < t0 or not include_t0 and lo[i] <= t0:
             term = xp.where(col >= t0 if include_t0 else col > t0, term, 0.0)
         out = out + term
     return out
@@ -272,6 +277,7 @@ def _integrate_chunk(
     cuts = {float(t) for t, r in zip(ev.times, ev.routes) if r is not Route.ORAL}
     cuts |= {float(ev.times[e] + ev.durations[e]) for e in infusions}
     entry_np = _to_numpy(entry)
+    span = (entry_np.min(axis=0), entry_np.max(axis=0)) if n else (np.zeros(len(oral)), np.zeros(len(oral)))
     distinct_entries = np.unique(entry_np)
     if distinct_entries.size <= _LAGS_AS_CUTS * max(len(oral), 1):
         # few distinct lag times: every lagged entry becomes a boundary, so forcing is smooth per segment
@@ -283,18 +289,33 @@ def _integrate_chunk(
     onehot = _zeros(xp, x.shape[1])
     onehot[inp] = 1.0
 
+    boluses = ev.select(Route.IV_BOLUS)
+    if xp is np and model.kernel is not None and opts.method in SOLVERS and not track_elimination:
+        # the whole walk below, compiled (the kernel gives no elimination column)
+        durations = ev.durations[infusions]
+        states = integrate_history(
+            SOLVERS[opts.method], model.kernel, np.stack([np.broadcast_to(p[s.name], (n,)) for s in model.parameters]),
+            x.T, depot0, t_init, np.asarray(bounds), times, ka=np.broadcast_to(ka, (n,)), entry=entry_np,
+            amount=np.broadcast_to(f[:, None] * ev.amounts[:, oral], (n, len(oral))),
+            bolus_t=ev.times[boluses], bolus_amount=np.broadcast_to(ev.amounts[:, boluses], (n, len(boluses))),
+            infusions=(ev.times[infusions], ev.times[infusions] + durations,
+                       np.broadcast_to(ev.amounts[:, infusions] / durations, (n, len(infusions)))),
+            input_state=model.input_state, oral=bool(oral), rtol=opts.rtol, atol=opts.atol, max_jumps=_MAX_JUMPS,
+        )
+        return states.transpose(0, 2, 1), None
+
     out_x: list[Arr] = []
     out_depot: list[Arr] = []
 
     def record(sel: np.ndarray, states: Arr) -> None:
         out_x.append(states)
         if track_elimination:
-            out_depot.append(xp.stack([_depot(xp, float(t), ev, oral, entry, f, ka, dep_a, t_a) for t in sel]))
+            out_depot.append(xp.stack([_depot(xp, float(t), ev, oral, entry, span, f, ka, dep_a, t_a) for t in sel]))
 
     dep_a, t_a = depot0, t_init  # analytic depot at the current segment start
     for i, a in enumerate(bounds):
-        dep_a, t_a = _depot(xp, a, ev, oral, entry, f, ka, dep_a, t_a, include_t0=i == 0), a
-        for e in ev.select(Route.IV_BOLUS):  # boluses given at a count from a on (right-continuous)
+        dep_a, t_a = _depot(xp, a, ev, oral, entry, span, f, ka, dep_a, t_a, include_t0=i == 0), a
+        for e in boluses:  # boluses given at a count from a on (right-continuous)
             if ev.times[e] == a:
                 x = x + ev.amounts[:, e][:, None] * onehot
         if i == len(bounds) - 1:
@@ -310,7 +331,8 @@ def _integrate_chunk(
             if ev.times[e] <= a and ev.times[e] + ev.durations[e] >= b:
                 rate = rate + ev.amounts[:, e] / ev.durations[e]
         # oral doses entering strictly inside (a, b) for some patient (only with per-patient lag times)
-        pending = [k for k in range(len(oral)) if ((entry_np[:, k] > a) & (entry_np[:, k] < b)).any()]
+        pending = np.flatnonzero((span[1] > a) & (span[0] < b)).tolist()
+        pending = [k for k in pending if ((entry_np[:, k] > a) & (entry_np[:, k] < b)).any()]
 
         infusing = any(ev.times[e] <= a and ev.times[e] + ev.durations[e] >= b for e in infusions)
 

@@ -14,9 +14,10 @@ limit of quantification (BLQ) contributes Φ((LLOQ − c)/σ) (Beal's M3).
   and a Hessian from central finite differences of that exact gradient (all 1 + 2d gradient
   evaluations run as one batched ``simulate`` call, so one Newton iteration costs one simulation).
   An ODE model whose right-hand side runs in numpy (Michaelis–Menten) takes its gradient and Hessian
-  from central differences of the objective instead (:func:`_by_differences`): a forward numpy solve
-  of all 1 + 2d + d(d−1) points costs a tenth of one differentiated torch solve, and the rows of one
-  batch share the solver's steps, so the differences are smooth.  Its solver tolerance (rtol 1e-5)
+  from central differences of the objective instead (:func:`_by_differences`): a forward solve of all
+  1 + 2d + d(d−1) points on the numpy path (the compiled solver loop where the model has a kernel)
+  costs a fraction of one differentiated torch solve, and the rows of one batch share the solver's
+  steps, so the differences are smooth.  Its solver tolerance (rtol 1e-5)
   moves the mode by < 2e-6 in η against rtol 1e-7 (phenytoin, measured).
   For a linear model the dosing history is simulated as its regular runs plus the remaining doses
   (:func:`dose_pieces`), so a long EHR history costs about as much as its irregularities, not its doses.

@@ -138,6 +138,10 @@ class Model(ABC):
     #: ``rhs`` uses only operators valid on numpy arrays too: the solver may then run it in numpy
     #: (lower per-call overhead) when no gradient is needed
     numpy_rhs: ClassVar[bool] = False
+    #: the same right-hand side compiled with numba, for the compiled solver loop (``_solver/compiled.py``):
+    #: kernel(x, p, out) writes d(core state)/dt without inputs into out[:S] for state-major x (≥ S, N),
+    #: p the parameters (P, N) in ``parameters`` order; None: the Python loop
+    kernel: ClassVar[Any] = None
 
     @property
     @abstractmethod
