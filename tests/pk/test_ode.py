@@ -1,5 +1,10 @@
 """Batched ODE path: mass balance, Michaelis–Menten limits and steady state, PD structures, gradients."""
 
+import os
+import re
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -218,3 +223,21 @@ def test_numpy_path_keeps_amounts_and_steady_state_of_the_torch_path() -> None:
     b = simulate(MichaelisMenten(), tp, ss, times, ode=TIGHT, return_amounts=True)
     for name in ("central", "depot", "eliminated"):
         np.testing.assert_allclose(a.amounts[name], b.amounts[name].detach().numpy(), rtol=1e-9, atol=1e-9)
+
+
+def test_compiled_path_loads_from_numba_cache_in_a_new_process(tmp_path) -> None:
+    """The compiled walk is compiled once, then loaded in every later process (a kernel passed as a
+    function value was compiled anew in each: ~14 s before the first simulation of every CLI call)."""
+    code = (
+        "import numpy as np\n"
+        "from pgxtwin.pk import DosingHistory, MichaelisMenten, simulate\n"
+        "c = simulate(MichaelisMenten(), {'vmax': 20.0, 'km': 5.0, 'v': 70.0, 'ka': 0.5}, DosingHistory.regular(100.0, 8.0, 3),"
+        " np.array([1.0, 10.0, 20.0]))['parent']\n"
+        "print(float(c[0, -1]))\n"
+    )
+    env = os.environ | {"NUMBA_CACHE_DIR": str(tmp_path), "NUMBA_DEBUG_CACHE": "1"}
+    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True) for _ in range(2)]
+    first, second = (r.stdout + r.stderr for r in runs)
+    assert re.search(r"data saved to .*_ode_compiled\._walk", first)
+    assert re.search(r"data loaded from .*_ode_compiled\._walk", second) and "data saved" not in second
+    assert runs[0].stdout.splitlines()[-1] == runs[1].stdout.splitlines()[-1]  # same result

@@ -19,10 +19,10 @@ side is plain arithmetic, valid on numpy arrays too). At 10³ patients the cost 
 operations per step, not flops, and numpy's lower cost per call (with one matrix–vector product per
 Runge–Kutta stage, see ``_solver/base.py``) cuts the CPU time of 10³ Michaelis–Menten patients on
 28 daily oral doses from 0.40 to 0.17 s on 2 cores (benchmarks/bench_simulate.py, part c).
-A model that also ships a numba-compiled ``kernel`` of its right-hand side runs the numpy path through
-the compiled copy of the solver loop (``_solver/compiled.py``; not with ``return_amounts``, whose
-elimination column the kernel does not give): the same algorithm, with no per-stage array-call
-overhead, which is what a small batch (one patient's TDM update) pays for.
+A model with a numba-compiled right-hand side (``kernel_id``, see ``models/kernels.py``) runs the numpy
+path compiled, segment walk and solver loop (``_ode_compiled.py``; not with ``return_amounts``, whose
+elimination column the kernel does not give): the same algorithm without the per-stage array-call
+overhead, which is nearly all a small batch (one patient's TDM update) costs.
 """
 
 from __future__ import annotations
@@ -290,11 +290,11 @@ def _integrate_chunk(
     onehot[inp] = 1.0
 
     boluses = ev.select(Route.IV_BOLUS)
-    if xp is np and model.kernel is not None and opts.method in SOLVERS and not track_elimination:
+    if xp is np and model.kernel_id is not None and opts.method in SOLVERS and not track_elimination:
         # the whole walk below, compiled (the kernel gives no elimination column)
         durations = ev.durations[infusions]
         states = integrate_history(
-            SOLVERS[opts.method], model.kernel, np.stack([np.broadcast_to(p[s.name], (n,)) for s in model.parameters]),
+            SOLVERS[opts.method], model.kernel_id, np.stack([np.broadcast_to(p[s.name], (n,)) for s in model.parameters]),
             x.T, depot0, t_init, np.asarray(bounds), times, ka=np.broadcast_to(ka, (n,)), entry=entry_np,
             amount=np.broadcast_to(f[:, None] * ev.amounts[:, oral], (n, len(oral))),
             bolus_t=ev.times[boluses], bolus_amount=np.broadcast_to(ev.amounts[:, boluses], (n, len(boluses))),

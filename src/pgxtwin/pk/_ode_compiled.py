@@ -1,12 +1,21 @@
-"""A whole dosing history on the compiled solver loop: ``pk/_ode.py``'s segment walk, compiled with numba.
+"""Dosing histories on a compiled copy of the solver loop, for models with a compiled right-hand side.
 
-For a model with a compiled ``kernel`` on the numpy path. The events are those of ``_ode.py`` and are
-treated the same way: segments end at the kinks of the forcing (``bounds``); at each bound IV boluses
-are added to the input state and the oral depot is set to its closed form (decayed from the previous
-bound, plus the doses that entered since); inside a segment the depot rides along as the last state,
-infusions covering the segment are a constant rate, and oral doses whose per-patient entry falls inside
-it are analytic forcing terms whose entry times the steps end at. Walking the segments in Python costs
-~0.1 ms each, more than solving a small batch across them.
+The Python loop of ``_solver/base.py`` pays ~25 µs of array-call overhead per stage whatever the batch
+size (a Michaelis–Menten update of 91 rows, 7 days of three doses a day: ~250 steps, 15–20 ms a solve),
+and walking ``pk/_ode.py``'s segments in Python costs ~0.1 ms each. Here both run compiled (numba), for a
+model whose ``kernel_id`` names a kernel in ``models/kernels.py``.
+
+* The Runge–Kutta loop (:func:`_erk_loop`) is :meth:`AbstractERK.solve`'s algorithm on state-major
+  (S, N) arrays: the solver's own (FSAL) tableau and dense output (:func:`tableau_arrays`), one step
+  size shared by the batch, the max-norm error test, the PI controller, ``stops`` a step must end at
+  (its stages there see the forcing's left limit), a fresh derivative after a stop.
+* The right-hand side of a segment is the model's kernel on the core states plus the dose inputs of
+  ``_ode.py``: the oral depot riding along as the last state (dz/dt = −ka·z, ka·z into the input
+  state), lagged oral doses whose per-patient entry falls inside the segment (analytic decay from
+  their entry, the entries being stops) and a constant infusion rate.
+* The segment walk (:func:`_walk`): segments end at the kinks of the forcing (``bounds``); at each
+  bound IV boluses are added to the input state and the oral depot is set to its closed form (decayed
+  from the previous bound, plus the doses that entered since).
 """
 
 from __future__ import annotations
@@ -17,15 +26,167 @@ import numba
 import numpy as np
 
 from pgxtwin.pk._solver import AbstractERK
-from pgxtwin.pk._solver.compiled import OK, Kernel, check_status, coefficients, erk_loop
+from pgxtwin.pk._solver.base import tableau_arrays
+from pgxtwin.pk.models import kernels
 
 __all__ = ["integrate_history"]
 
 MAX_STEPS = 1_000_000  # per segment, as AbstractERK.solve
+OK, TOO_MANY_STEPS, UNDERFLOW = 0, 1, 2  # status of _erk_loop
 
 
 @numba.njit(cache=True)
-def _walk(kernel, p, x0, dep0, t_init, bounds, times, oral, ka, entry, amount, bolus_t, bolus_amount,
+def _rhs(kernel_id, t, y, p, out, oral, ka, entry, amount, rate, inp):  # pragma: no cover - compiled
+    kernels.rhs(kernel_id, y, p, out)
+    n = y.shape[1]
+    last = y.shape[0] - 1
+    if oral:
+        for j in range(n):
+            absorbed = ka[j] * y[last, j]
+            out[last, j] = -absorbed
+            out[inp, j] += absorbed + rate[j]
+        if entry.shape[1]:
+            for j in range(n):
+                for k in range(entry.shape[1]):
+                    lag = t - entry[j, k]
+                    if lag >= 0.0:
+                        out[inp, j] += ka[j] * amount[j, k] * math.exp(-min(ka[j] * lag, 700.0))
+    else:
+        for j in range(n):
+            out[inp, j] += rate[j]
+
+
+@numba.njit(cache=True)
+def _max_ratio(x, y, rtol, atol):  # pragma: no cover - compiled
+    m = 0.0
+    for r in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            m = max(m, abs(x[r, j]) / (atol + rtol * abs(y[r, j])))
+    return m
+
+
+@numba.njit(cache=True)
+def _erk_loop(kernel_id, y0, t0, t1, t_out, ends, p, oral, ka, entry, amount, rate, inp,
+          c, a, e, dense, order, safety, ifactor, dfactor, beta, rtol, atol, max_steps):  # pragma: no cover - compiled
+    s = c.size
+    n_states, n = y0.shape
+    size = n_states * n
+    k = np.empty((s, n_states, n))
+    y = y0.copy()
+    yi = np.empty((n_states, n))
+    ys = np.empty((t_out.size, n_states, n))
+    kf, yf, yif, errf = k.reshape(s, size), y.reshape(size), yi.reshape(size), np.empty(size)  # flat views
+    span = t1 - t0
+    eps = 1e-12 * max(abs(t0), abs(t1), 1.0)
+    exponent = -1.0 / order
+    alpha = 1.0 / order - 0.75 * beta
+    ratio_prev = 1e-4
+    t = t0
+    _rhs(kernel_id, t, y, p, k[0], oral, ka, entry, amount, rate, inp)
+    n_rhs = 1
+    # Hairer–Nørsett–Wanner starting step (as AbstractERK.initial_step)
+    d0, d1 = _max_ratio(y, y, rtol, atol), _max_ratio(k[0], y, rtol, atol)
+    h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
+    for r in range(n_states):
+        for j in range(n):
+            yi[r, j] = y[r, j] + h0 * k[0, r, j]
+    _rhs(kernel_id, t + h0, yi, p, k[1], oral, ka, entry, amount, rate, inp)
+    n_rhs += 1
+    d2 = 0.0
+    for r in range(n_states):
+        for j in range(n):
+            d2 = max(d2, abs(k[1, r, j] - k[0, r, j]) / (atol + rtol * abs(y[r, j])))
+    d2 /= h0
+    dmax = max(d1, d2)
+    h1 = max(1e-6, h0 * 1e-3) if dmax <= 1e-15 else (0.01 / dmax) ** (1.0 / order)
+    h = min(100.0 * h0, h1)
+    h = min(max(h, 1e-12 * max(span, 1.0)), span)
+    i_out = 0
+    i_end = 0
+    n_steps = 0
+    n_rejected = 0
+    while t < t1:
+        if n_steps + n_rejected >= max_steps:
+            return ys, y, h, n_steps, n_rejected, n_rhs, TOO_MANY_STEPS, t
+        t_end = ends[i_end]
+        hit = t + h >= t_end - eps
+        h_used = (t_end - t) if hit else h
+        t_last = np.nextafter(t_end, -np.inf) if hit else np.inf  # left limit at a stop (see base.py)
+        # stage sums as axpy passes over the flat (S·N) rows of k: contiguous, vectorised
+        for i in range(1, s):
+            yif[:] = yf
+            for m in range(i):
+                wm = h_used * a[i, m]
+                if wm != 0.0:
+                    km = kf[m]
+                    for q in range(size):
+                        yif[q] += wm * km[q]
+            _rhs(kernel_id, min(t + c[i] * h_used, t_last), yi, p, k[i], oral, ka, entry, amount, rate, inp)
+        n_rhs += s - 1  # FSAL: yi now holds the new state
+        errf[:] = 0.0
+        for m in range(s):
+            wm = h_used * e[m]
+            if wm != 0.0:
+                km = kf[m]
+                for q in range(size):
+                    errf[q] += wm * km[q]
+        ratio = 0.0
+        total = 0.0  # NaN or inf anywhere shows in the sum (max() would drop a NaN)
+        for q in range(size):
+            err = abs(errf[q])
+            scale = atol + rtol * max(abs(yf[q]), abs(yif[q]))
+            total += err + scale
+            if err > ratio * scale:  # divide only for a new maximum
+                ratio = err / scale
+        if not math.isfinite(total):
+            n_rejected += 1
+            h = h_used * dfactor
+            continue
+        if ratio <= 1.0:
+            t_new = t_end if hit else t + h_used
+            while i_out < t_out.size and t_out[i_out] <= t_new + eps:
+                if abs(t_out[i_out] - t_new) <= eps:
+                    ys[i_out] = yi
+                else:
+                    theta = (t_out[i_out] - t) / h_used
+                    out = ys[i_out].reshape(size)
+                    out[:] = yf
+                    for m in range(s):
+                        wm = 0.0
+                        power = theta
+                        for d in range(dense.shape[1]):
+                            wm += dense[m, d] * power
+                            power *= theta
+                        wm *= h_used
+                        if wm != 0.0:
+                            km = kf[m]
+                            for q in range(size):
+                                out[q] += wm * km[q]
+                i_out += 1
+            t = t_new
+            yf[:] = yif
+            n_steps += 1
+            if hit:
+                i_end += 1
+            if t < t1 and hit:
+                _rhs(kernel_id, t, y, p, k[0], oral, ka, entry, amount, rate, inp)  # the forcing may change at a stop
+                n_rhs += 1
+            else:
+                k[0] = k[s - 1]
+            ratio = max(ratio, 1e-10)
+            factor = min(ifactor, max(dfactor, safety * ratio**-alpha * ratio_prev**beta))
+            ratio_prev = max(ratio, 1e-4)
+            h = max(h, h_used * factor) if hit else h_used * factor
+        else:
+            n_rejected += 1
+            h = h_used * min(1.0, max(dfactor, safety * ratio**exponent))
+        if t < t1 and h < 1e-14 * max(abs(t), 1.0) and t1 - t > eps:
+            return ys, y, h, n_steps, n_rejected, n_rhs, UNDERFLOW, t
+    return ys, y, h, n_steps, n_rejected, n_rhs, OK, t
+
+
+@numba.njit(cache=True)
+def _walk(kernel_id, p, x0, dep0, t_init, bounds, times, oral, ka, entry, amount, bolus_t, bolus_amount,
           inf_start, inf_end, inf_rate, inp, c, a, e, dense, order, safety, ifactor, dfactor, beta,
           rtol, atol, max_jumps):  # pragma: no cover - compiled
     n_core, n = x0.shape
@@ -87,8 +248,8 @@ def _walk(kernel, p, x0, dep0, t_init, bounds, times, oral, ka, entry, amount, b
         y0[:n_core] = x
         if oral:
             y0[n_core] = dep
-        ys, y1, _, _, _, _, status, t = erk_loop(
-            kernel, y0, t0, t1, t_out, ends, p, oral, ka, entry_in, amount_in, rate, inp,
+        ys, y1, _, _, _, _, status, t = _erk_loop(
+            kernel_id, y0, t0, t1, t_out, ends, p, oral, ka, entry_in, amount_in, rate, inp,
             c, a, e, dense, order, safety, ifactor, dfactor, beta, rtol, atol, MAX_STEPS,
         )
         if status != OK:
@@ -100,7 +261,7 @@ def _walk(kernel, p, x0, dep0, t_init, bounds, times, oral, ka, entry, amount, b
 
 
 def integrate_history(
-    solver: type[AbstractERK], kernel: Kernel, p: np.ndarray, x0: np.ndarray, depot0: np.ndarray, t_init: float,
+    solver: type[AbstractERK], kernel_id: int, p: np.ndarray, x0: np.ndarray, depot0: np.ndarray, t_init: float,
     bounds: np.ndarray, times: np.ndarray, *, ka: np.ndarray, entry: np.ndarray, amount: np.ndarray,
     bolus_t: np.ndarray, bolus_amount: np.ndarray, infusions: tuple[np.ndarray, np.ndarray, np.ndarray],
     input_state: int, oral: bool, rtol: float, atol: float, max_jumps: int,
@@ -111,17 +272,25 @@ def integrate_history(
     oral doses as per-patient entry times and amounts after bioavailability (N, E), boluses as times (B,)
     and amounts (N, B), infusions as (start (I,), end (I,), rate (N, I) mg/h).
     """
-    c, a, e, dense = coefficients(solver)
+    c, a, e, dense = tableau_arrays(solver)
     start, end, inf_rate = infusions
     out, status, t, t0, t1 = _walk(
-        kernel, _c(p), _c(x0), _c(depot0), float(t_init), _c(bounds), _c(times), oral, _c(ka), _c(entry), _c(amount),
+        kernel_id, _c(p), _c(x0), _c(depot0), float(t_init), _c(bounds), _c(times), oral, _c(ka), _c(entry), _c(amount),
         _c(bolus_t), _c(bolus_amount), _c(start), _c(end), _c(inf_rate), input_state,
         c, a, e, dense, float(solver.order), solver.safety, solver.ifactor, solver.dfactor, solver.beta,
         float(rtol), float(atol), max_jumps,
     )
     if status != OK:
-        check_status(status, t, t0, t1, MAX_STEPS)
+        _check_status(status, t, t0, t1, MAX_STEPS)
     return out
+
+
+def _check_status(status: int, t: float, t0: float, t1: float, max_steps: int) -> None:
+    """Raise the error :meth:`AbstractERK.solve` raises for a failed compiled loop (status ≠ 0)."""
+    if status == TOO_MANY_STEPS:
+        raise RuntimeError(f"ODE solver: more than {max_steps} steps between t={t0} and t={t1} h")
+    if status == UNDERFLOW:
+        raise RuntimeError(f"ODE solver: step size underflow at t={t} h")
 
 
 def _c(x: np.ndarray) -> np.ndarray:

@@ -21,8 +21,8 @@ array operations per step, not flops):
   - numpy arrays: no gradients. The stage derivatives live in one preallocated (s, ...) array, so each
     stage sum, the error estimate and each dense output is one matrix–vector product plus one add;
     with numpy's lower cost per call this cuts the time per step ~2.4x at 10³ patients.
-* ``compiled.py`` runs the same loop compiled with numba for models that supply a compiled kernel of
-  their right-hand side (the numpy backend's cost at small batches is per-call overhead, not flops).
+* ``pk/_ode_compiled.py`` runs the same loop compiled with numba (arrays from :func:`tableau_arrays`) for
+  models with a compiled right-hand side: at small batches the numpy backend's cost is per-call overhead.
 * FSAL: the last stage is the derivative at the new point and starts the next step.
 * Output times are served by the method's dense output (4th-order interpolant) inside accepted steps,
   so they never shorten a step; ``stops`` are times a step must end at (kinks or jumps of the forcing):
@@ -35,12 +35,13 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import ClassVar, TypeAlias
 
 import numpy as np
 import torch
 
-__all__ = ["AbstractERK", "AbstractSolver", "ButcherTableau", "Solution", "Rhs"]
+__all__ = ["AbstractERK", "AbstractSolver", "ButcherTableau", "Rhs", "Solution", "tableau_arrays"]
 
 State: TypeAlias = torch.Tensor | np.ndarray
 #: f(t, y) -> dy/dt, same type and shape as y (a fresh array: the solver keeps it)
@@ -304,3 +305,24 @@ class AbstractERK(AbstractSolver):
         else:
             stacked = torch.stack(ys) if ys else y0.new_zeros((0, *y0.shape))
         return Solution(stacked, y, h, n_steps, n_rejected, n_rhs)
+
+
+@cache
+def tableau_arrays(solver: type[AbstractERK]) -> tuple[np.ndarray, ...]:
+    """Tableau of ``solver`` as arrays, and its dense output as polynomial coefficients:
+    w_j(θ) = Σ_q dense[j, q]·θ^(q+1), fitted exactly (degree ≤ 6) from its ``dense_weights``."""
+    tab = solver.tableau
+    s = len(tab.c)
+    if not tab.fsal:
+        raise ValueError(f"{solver.__name__}: the compiled loop needs an FSAL tableau")
+    a = np.zeros((s, s))
+    for i, row in enumerate(tab.a):
+        a[i, : len(row)] = row
+    thetas = np.linspace(0.1, 1.0, 6)
+    weights = np.array([solver().dense_weights(float(th)) for th in thetas])  # (6, s)
+    powers = thetas[:, None] ** np.arange(1, 7)[None, :]
+    dense = np.linalg.solve(powers, weights).T  # (s, 6)
+    check = np.array(solver().dense_weights(0.37))
+    if not np.allclose(dense @ 0.37 ** np.arange(1, 7), check, rtol=0, atol=1e-12):
+        raise ValueError(f"{solver.__name__}: dense output is not a polynomial of degree ≤ 6 without constant term")
+    return np.asarray(tab.c, dtype=float), a, np.asarray(tab.b_err, dtype=float), dense

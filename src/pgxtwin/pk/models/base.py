@@ -138,10 +138,9 @@ class Model(ABC):
     #: ``rhs`` uses only operators valid on numpy arrays too: the solver may then run it in numpy
     #: (lower per-call overhead) when no gradient is needed
     numpy_rhs: ClassVar[bool] = False
-    #: the same right-hand side compiled with numba, for the compiled solver loop (``_solver/compiled.py``):
-    #: kernel(x, p, out) writes d(core state)/dt without inputs into out[:S] for state-major x (≥ S, N),
-    #: p the parameters (P, N) in ``parameters`` order; None: the Python loop
-    kernel: ClassVar[Any] = None
+    #: the same right-hand side compiled with numba, run by the compiled solver loop (``pk/_ode_compiled.py``):
+    #: the id under which ``models/kernels.py`` dispatches it; None: the Python loop
+    kernel_id: ClassVar[int | None] = None
 
     @property
     @abstractmethod

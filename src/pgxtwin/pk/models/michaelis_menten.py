@@ -18,7 +18,7 @@ V = ParamSpec("v", "L", "volume of distribution")
 
 
 @numba.njit(cache=True)
-def _kernel(x, p, out):  # pragma: no cover - compiled; p rows in MichaelisMenten.parameters order
+def kernel(x, p, out):  # pragma: no cover - compiled; p rows in MichaelisMenten.parameters order (see models/kernels.py)
     amount, vmax, km, v, rate = x[0], p[0], p[1], p[2], out[0]
     for j in range(amount.size):
         rate[j] = -vmax[j] * amount[j] / (km[j] * v[j] + amount[j])  # Vmax·C/(Km + C), one division
@@ -32,7 +32,7 @@ class MichaelisMenten(NonlinearPKModel):
     #: rhs and elimination_rate are plain arithmetic, valid on numpy arrays too: the ODE path runs in
     #: numpy when no gradient is needed (see pk/_ode.py). A subclass using torch functions there must reset it.
     numpy_rhs = True
-    kernel = staticmethod(_kernel)
+    kernel_id = 1  # :func:`kernel` above, dispatched by models/kernels.py
 
     @property
     def parameters(self) -> tuple[ParamSpec, ...]:
