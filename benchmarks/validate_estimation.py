@@ -247,12 +247,11 @@ def mcmc_check(name: str, n_patients: int, n_draws: int, seed: int) -> dict[str,
 
         jax.config.update("jax_enable_x64", True)
         import jax.numpy as jnp  # noqa: PLC0415
-        import numpyro  # noqa: PLC0415
         import numpyro.distributions as dist  # noqa: PLC0415
         from jax.scipy.linalg import expm  # noqa: PLC0415
         from jax.scipy.special import log_ndtr  # noqa: PLC0415
         from numpyro.diagnostics import split_gelman_rubin  # noqa: PLC0415
-        from numpyro.infer import MCMC, NUTS  # noqa: PLC0415
+        from numpyro.infer.hmc import hmc  # noqa: PLC0415
         from scipy.optimize import minimize  # noqa: PLC0415
     except ImportError as exc:
         print(f"MCMC check skipped: {exc} (pip install numpyro jax jaxlib)")
@@ -298,55 +297,68 @@ def mcmc_check(name: str, n_patients: int, n_draws: int, seed: int) -> dict[str,
     def log_posterior(eta, *args):
         return eta_prior.log_prob(eta) + log_likelihood(eta, *args)
 
-    def model(*args):
-        eta = numpyro.sample("eta", eta_prior)
-        numpyro.factor("likelihood", log_likelihood(eta, *args))
-
     _, modes, covs, _ = estimate_many(name, PATIENT, [history] * n_patients, observations)
     k = names.index(clearance_name(prior))
     # one sampler per patient: each posterior gets its own step size and dense mass matrix, so a hard
-    # patient does not slow down the easy ones.  Each run compiles anew (the patient's data are traced
-    # in), so everything JAX computes for a patient is done before its compiled code is freed (the
-    # process otherwise runs out of memory mappings; freeing them and computing afterwards deadlocked).
+    # patient does not slow down the easy ones.  NumPyro's functional NUTS kernel, with the patient's data
+    # as arguments of equal shape, so warmup and sampling compile once per drug, not once per patient.
+    init_kernel, sample_kernel = hmc(potential_fn_gen=lambda *args: lambda eta: -log_posterior(eta, *args), algo="NUTS")
+    n_warmup, n_keep = 1000, n_draws // 2
+
+    def one_chain(key, args):
+        start_key, key = jax.random.split(key)
+        # a prior draw (NumPyro's init_to_sample): the default uniform(-2, 2) put a tacrolimus chain at
+        # CL×7 where the likelihood's curvature shrank the adapted step until the chain stood still
+        start = eta_prior.sample(start_key)
+        state = init_kernel(start, n_warmup, dense_mass=True, max_tree_depth=MAX_TREE_DEPTH, model_args=args, rng_key=key)
+
+        def step(s, _):
+            s = sample_kernel(s, model_args=args)
+            return s, (s.z, s.num_steps)
+
+        _, (z, steps) = jax.lax.scan(step, state, None, length=n_warmup + n_keep)
+        return z[n_warmup:], steps[n_warmup:]
+
+    two_chains = jax.jit(jax.vmap(one_chain, in_axes=(0, None)))
+    log_density = jax.jit(jax.vmap(log_posterior, in_axes=(0,) + (None,) * len(data)))
+    neg = jax.jit(lambda e, *args: -log_posterior(e, *args))
+    neg_grad = jax.jit(jax.grad(neg))
     seconds = 0.0
     per_chain, n_steps, rows = [], [], []
     for i in range(n_patients):
         args = tuple(a[i] for a in data)
         t0 = time.perf_counter()
-        mcmc = MCMC(NUTS(model, dense_mass=True, max_tree_depth=MAX_TREE_DEPTH), num_warmup=1000, num_samples=n_draws // 2,
-                    num_chains=2, chain_method="vectorized", progress_bar=False)
-        mcmc.run(jax.random.PRNGKey(seed + i), *args, extra_fields=("num_steps",))
-        chain = np.asarray(mcmc.get_samples(group_by_chain=True)["eta"])  # (2, S, d)
+        z, steps = two_chains(jax.random.split(jax.random.PRNGKey(seed + i)), args)
+        chain = np.asarray(z)  # (2, S, d)
         seconds += time.perf_counter() - t0
         per_chain.append(chain)
-        n_steps.append(np.asarray(mcmc.get_extra_fields()["num_steps"]))
+        n_steps.append(np.asarray(steps))
         x = chain.reshape(-1, d)
-        lp = np.asarray(jax.jit(jax.vmap(lambda e: log_posterior(e, *args)))(jnp.asarray(x)))
+        lp = np.asarray(log_density(jnp.asarray(x), *args))
         best_draw = x[np.argmax(lp)]
-        neg = jax.jit(lambda e: -log_posterior(e, *args))
-        neg_grad = jax.jit(jax.grad(neg))
         # NUTS posterior mode: the highest-density draw (the sampler explores the whole posterior, so it
         # lands in the basin of the global mode), polished by BFGS on the JAX log density; BFGS from the
         # prior mode as well, and the better of the two kept
-        fits = [minimize(lambda e: float(neg(jnp.asarray(e))), start, jac=lambda e: np.asarray(neg_grad(jnp.asarray(e))),
+        fits = [minimize(lambda e: float(neg(jnp.asarray(e), *args)), start, jac=lambda e: np.asarray(neg_grad(jnp.asarray(e), *args)),
                          method="BFGS", options={"gtol": 1e-9}) for start in (best_draw, np.zeros(d))]
         nuts_mode = min(fits, key=lambda r: r.fun)
         sd_laplace = np.sqrt(np.diag(covs[i]))
         lo, hi = modes[i, k] - Z90 * sd_laplace[k], modes[i, k] + Z90 * sd_laplace[k]
         rows.append({
             "mode": _pct(modes[i, k], nuts_mode.x[k]), "mode_all": np.max(np.abs(_pct(modes[i], nuts_mode.x))),
-            "missed": nuts_mode.fun < float(neg(jnp.asarray(modes[i]))) - 1e-6,
+            "missed": nuts_mode.fun < float(neg(jnp.asarray(modes[i]), *args)) - 1e-6,
             "draw": _pct(modes[i, k], best_draw[k]), "kde": _pct(modes[i, k], _kde_mode(x)[k]), "median": _pct(modes[i, k], np.median(x[:, k])),
             "sd_ratio": sd_laplace[k] / x[:, k].std(), "below": np.mean(x[:, k] < lo), "above": np.mean(x[:, k] > hi),
         })
-        jax.clear_caches()
     chains = np.stack(per_chain, axis=2)  # (2, S, P, d)
     steps = float(np.mean(np.concatenate(n_steps)))
-    rhat = float(np.nanmax(np.asarray(split_gelman_rubin(chains))))
+    rhat_patient = np.nanmax(np.asarray(split_gelman_rubin(chains)), axis=-1)  # (P,): worst parameter
+    rhat = float(np.nanmax(rhat_patient))
     col = {key: np.array([r[key] for r in rows], dtype=float) for key in rows[0]}
     within = {key: float(np.mean(np.abs(col[key]) <= 2.0)) for key in ("mode", "mode_all", "draw", "kde", "median")}
     return {
         "drug": name, "param": names[k], "d": d, "n": n_patients, "draws": 2 * (n_draws // 2), "seconds": seconds, "rhat": rhat,
+        "unmixed": int(np.sum(rhat_patient > 1.05)), "rhat_patient": rhat_patient,
         "steps": steps, "within": within, "mode_median": float(np.median(np.abs(col["mode"]))), "mode_max": float(np.max(col["mode_all"])),
         "missed": int(col["missed"].sum()),
         "sd_ratio": (float(np.median(col["sd_ratio"])), float(np.min(col["sd_ratio"])), float(np.max(col["sd_ratio"]))),
@@ -415,7 +427,7 @@ def ode_mode_check(name: str, n_patients: int, seed: int) -> dict[str, float] | 
 
 
 MCMC_HEADER = (
-    f"{'drug':14s} {'param':>5s} {'d':>1s} {'N':>3s} {'draws':>5s} {'R-hat':>5s} {'steps':>5s}  {'MAP~mode':>8s} {'all θ':>5s}"
+    f"{'drug':14s} {'param':>5s} {'d':>1s} {'N':>3s} {'draws':>5s} {'R-hat':>6s} {'>1.05':>5s} {'steps':>5s}  {'MAP~mode':>8s} {'all θ':>5s}"
     f" {'max|diff|':>9s} {'missed':>6s}  {'draw':>4s} {'KDE':>4s} {'median':>6s}  {'SD Laplace/NUTS':>17s} {'<p05':>5s} {'>p95':>5s} {'s':>4s}"
 )
 MCMC_LEGEND = (
@@ -426,14 +438,15 @@ MCMC_LEGEND = (
     " reference, within 2% of sample-only estimates, limited by the number of draws: the best draw itself, a"
     " Gaussian-KDE (mean-shift) mode, and the posterior median (not like for like: the MAP is the mode of a skewed"
     " posterior).  Laplace vs NUTS for param: SD ratio (median [range]), share of NUTS draws below / above the"
-    " Laplace 90% interval (5% each if the Laplace approximation were exact); steps: leapfrog steps per draw;"
-    " s: NUTS seconds."
+    " Laplace 90% interval (5% each if the Laplace approximation were exact); R-hat: split R-hat of the two chains,"
+    " worst patient and parameter; >1.05: patients whose chains disagree (R-hat > 1.05); steps: leapfrog steps per"
+    " draw; s: NUTS seconds (compilation included)."
 )
 
 
 def mcmc_row(m: dict) -> str:
     w, sd = m["within"], m["sd_ratio"]
-    return (f"{m['drug']:14s} {m['param']:>5s} {m['d']:1d} {m['n']:3d} {m['draws']:5d} {m['rhat']:5.3f} {m['steps']:5.1f}"
+    return (f"{m['drug']:14s} {m['param']:>5s} {m['d']:1d} {m['n']:3d} {m['draws']:5d} {m['rhat']:6.3f} {m['unmixed']:5d} {m['steps']:5.1f}"
             f"  {100 * w['mode']:7.0f}% {100 * w['mode_all']:4.0f}% {m['mode_max']:8.1e}% {m['missed']:6d}"
             f"  {100 * w['draw']:3.0f}% {100 * w['kde']:3.0f}% {100 * w['median']:5.0f}%  {sd[0]:5.2f} [{sd[1]:.2f}-{sd[2]:.2f}]"
             f" {100 * m['below']:4.1f}% {100 * m['above']:4.1f}% {m['seconds']:4.0f}")
