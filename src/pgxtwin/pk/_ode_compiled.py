@@ -67,7 +67,9 @@ def _max_ratio(x, y, rtol, atol):  # pragma: no cover - compiled
 
 @numba.njit(cache=True)
 def _erk_loop(kernel_id, y0, t0, t1, t_out, ends, p, oral, ka, entry, amount, rate, inp,
-          c, a, e, dense, order, safety, ifactor, dfactor, beta, rtol, atol, max_steps):  # pragma: no cover - compiled
+              c, a, e, dense, order, safety, ifactor, dfactor, beta, rtol, atol, max_steps):  # pragma: no cover - compiled
+    """One segment [t0, t1] from y0 (S, N): states at t_out (T, S, N), the state at t1, the next step size,
+    steps, rejections, right-hand-side calls, status (OK or the failure) and the time reached."""
     s = c.size
     n_states, n = y0.shape
     size = n_states * n
@@ -189,6 +191,7 @@ def _erk_loop(kernel_id, y0, t0, t1, t_out, ends, p, oral, ka, entry, amount, ra
 def _walk(kernel_id, p, x0, dep0, t_init, bounds, times, oral, ka, entry, amount, bolus_t, bolus_amount,
           inf_start, inf_end, inf_rate, inp, c, a, e, dense, order, safety, ifactor, dfactor, beta,
           rtol, atol, max_jumps):  # pragma: no cover - compiled
+    """Core states at ``times`` (T, S, N), status, and on failure the time reached and the segment."""
     n_core, n = x0.shape
     n_out = times.size
     out = np.empty((n_out, n_core, n))
