@@ -11,9 +11,8 @@ from hypothesis import strategies as st
 from pgxtwin.pk import DosingHistory, MichaelisMenten, OdeOptions, OneCompartment, TwoCompartment, simulate
 from pgxtwin.pk import _ode
 from pgxtwin.pk._solver import SOLVERS, Dopri5, Tsit5
-from pgxtwin.pk._ode_compiled import _check_status, _erk_loop
+from pgxtwin.pk._ode_compiled import _check_status, _erk_loop, kernel_rhs
 from pgxtwin.pk._solver.base import tableau_arrays
-from pgxtwin.pk.models import kernels
 
 SOLVER_CLASSES = [Dopri5, Tsit5]
 K = torch.tensor([0.3, 1.0, 2.5], dtype=torch.float64)
@@ -263,7 +262,7 @@ def test_michaelis_menten_kernel_is_its_rhs(amount, vmax, km, v) -> None:
     p, _ = model.prepare({"vmax": vmax, "km": km, "v": v, "ka": 1.0})
     matrix = np.stack([p[s.name] for s in model.parameters])
     out = np.zeros((1, 1))
-    kernels.rhs(model.kernel_id, np.array([[amount]]), matrix, out)
+    kernel_rhs(model.kernel_id, np.array([[amount]]), matrix, out)
     expected = model.rhs(torch.tensor([[amount]], dtype=torch.float64), {k: torch.tensor(np.asarray(x)) for k, x in p.items()})
     np.testing.assert_allclose(out[0, 0], float(expected[0, 0]), rtol=1e-14, atol=1e-300)
 

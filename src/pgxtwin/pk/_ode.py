@@ -19,7 +19,7 @@ side is plain arithmetic, valid on numpy arrays too). At 10³ patients the cost 
 operations per step, not flops, and numpy's lower cost per call (with one matrix–vector product per
 Runge–Kutta stage, see ``_solver/base.py``) cuts the CPU time of 10³ Michaelis–Menten patients on
 28 daily oral doses from 0.40 to 0.17 s on 2 cores (benchmarks/bench_simulate.py, part c).
-A model with a numba-compiled right-hand side (``kernel_id``, see ``models/kernels.py``) runs the numpy
+A model with a numba-compiled right-hand side (``kernel_id``, see ``_ode_compiled.py``) runs the numpy
 path compiled, segment walk and solver loop (``_ode_compiled.py``; not with ``return_amounts``, whose
 elimination column the kernel does not give): the same algorithm without the per-stage array-call
 overhead, which is nearly all a small batch (one patient's TDM update) costs. The 10³ Michaelis–Menten
@@ -38,7 +38,6 @@ import torch
 from torchdiffeq import odeint
 
 from pgxtwin.pk._solver import SOLVERS
-from pgxtwin.pk._ode_compiled import integrate_history
 from pgxtwin.pk.dosing import DoseTable, RegularRegimen, Route
 from pgxtwin.pk.models.base import Model, Params
 
@@ -292,7 +291,10 @@ def _integrate_chunk(
 
     boluses = ev.select(Route.IV_BOLUS)
     if xp is np and model.kernel_id is not None and opts.method in SOLVERS and not track_elimination:
-        # the whole walk below, compiled (the kernel gives no elimination column)
+        # the whole walk below, compiled (the kernel gives no elimination column); imported here so that
+        # numba is loaded only by a process that runs a compiled model
+        from pgxtwin.pk._ode_compiled import integrate_history  # noqa: PLC0415
+
         durations = ev.durations[infusions]
         states = integrate_history(
             SOLVERS[opts.method], model.kernel_id, np.stack([np.broadcast_to(p[s.name], (n,)) for s in model.parameters]),

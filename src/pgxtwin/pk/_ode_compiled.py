@@ -3,7 +3,7 @@
 The Python loop of ``_solver/base.py`` pays ~25 µs of array-call overhead per stage whatever the batch
 size (a Michaelis–Menten update of 91 rows, 7 days of three doses a day: ~250 steps, 15–20 ms a solve),
 and walking ``pk/_ode.py``'s segments in Python costs ~0.1 ms each. Here both run compiled (numba), for a
-model whose ``kernel_id`` names a kernel in ``models/kernels.py``.
+model whose ``kernel_id`` names a kernel below.
 
 * The Runge–Kutta loop (:func:`_erk_loop`) is :meth:`AbstractERK.solve`'s algorithm on state-major
   (S, N) arrays: the solver's own (FSAL) tableau and dense output (:func:`tableau_arrays`), one step
@@ -16,6 +16,16 @@ model whose ``kernel_id`` names a kernel in ``models/kernels.py``.
 * The segment walk (:func:`_walk`): segments end at the kinks of the forcing (``bounds``); at each
   bound IV boluses are added to the input state and the oral depot is set to its closed form (decayed
   from the previous bound, plus the doses that entered since).
+* The models' compiled right-hand sides (kernels) live here too, dispatched by the ``kernel_id`` their
+  model class declares (:func:`kernel_rhs`). A kernel writes d(core state)/dt without inputs into
+  out[:S] for the state-major states x (≥ S, N) and parameters p (P, N) in its model's ``parameters``
+  order, computing what the model's ``rhs`` does. Why here, and why an id: numba caches compiled code
+  per function and argument types and invalidates it only when the function's own file changes. A
+  kernel passed as a function value is typed by its identity, which changes from process to process
+  (the loop was compiled anew, ~14 s, in every process); a kernel in another file could change without
+  the cached loop noticing. A new kernel: a function here, an id on its model, a branch in
+  :func:`kernel_rhs`. This module is imported on the first compiled solve, so numba is loaded only by
+  a process that runs one.
 """
 
 from __future__ import annotations
@@ -27,17 +37,36 @@ import numpy as np
 
 from pgxtwin.pk._solver import AbstractERK
 from pgxtwin.pk._solver.base import tableau_arrays
-from pgxtwin.pk.models import kernels
+from pgxtwin.pk.models.michaelis_menten import MichaelisMenten
 
-__all__ = ["integrate_history"]
+__all__ = ["integrate_history", "kernel_rhs"]
 
 MAX_STEPS = 1_000_000  # per segment, as AbstractERK.solve
 OK, TOO_MANY_STEPS, UNDERFLOW = 0, 1, 2  # status of _erk_loop
 
 
 @numba.njit(cache=True)
+def _michaelis_menten(x, p, out):  # pragma: no cover - compiled; p: vmax, km, v, ka, f, tlag
+    amount, vmax, km, v, rate = x[0], p[0], p[1], p[2], out[0]
+    for j in range(amount.size):
+        rate[j] = -vmax[j] * amount[j] / (km[j] * v[j] + amount[j])  # Vmax·C/(Km + C), one division
+
+
+_MICHAELIS_MENTEN = MichaelisMenten.kernel_id
+
+
+@numba.njit(cache=True)
+def kernel_rhs(kernel_id, x, p, out):  # pragma: no cover - compiled
+    """The kernel of the model with ``kernel_id``: d(core state)/dt without inputs, into out."""
+    if kernel_id == _MICHAELIS_MENTEN:
+        _michaelis_menten(x, p, out)
+    else:
+        raise ValueError("no compiled kernel with this id")
+
+
+@numba.njit(cache=True)
 def _rhs(kernel_id, t, y, p, out, oral, ka, entry, amount, rate, inp):  # pragma: no cover - compiled
-    kernels.rhs(kernel_id, y, p, out)
+    kernel_rhs(kernel_id, y, p, out)
     n = y.shape[1]
     last = y.shape[0] - 1
     if oral:

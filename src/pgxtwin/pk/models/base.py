@@ -138,8 +138,8 @@ class Model(ABC):
     #: ``rhs`` uses only operators valid on numpy arrays too: the solver may then run it in numpy
     #: (lower per-call overhead) when no gradient is needed
     numpy_rhs: ClassVar[bool] = False
-    #: the same right-hand side compiled with numba, run by the compiled solver loop (``pk/_ode_compiled.py``):
-    #: the id under which ``models/kernels.py`` dispatches it; None: the Python loop
+    #: the id of the same right-hand side compiled with numba in ``pk/_ode_compiled.py``, whose compiled
+    #: solver loop then runs the numpy path; None: the Python loop
     kernel_id: ClassVar[int | None] = None
 
     @property

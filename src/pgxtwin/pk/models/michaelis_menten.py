@@ -5,7 +5,6 @@ dA/dt = -Vmax·C/(Km + C) (+ inputs), C = A/V. For C ≪ Km it is linear with CL
 
 from __future__ import annotations
 
-import numba
 import torch
 
 from pgxtwin.pk.models.base import ABSORPTION, Array, NonlinearPKModel, Params, ParamSpec
@@ -17,13 +16,6 @@ KM = ParamSpec("km", "mg/L", "concentration at half-maximal elimination rate")
 V = ParamSpec("v", "L", "volume of distribution")
 
 
-@numba.njit(cache=True)
-def kernel(x, p, out):  # pragma: no cover - compiled; p rows in MichaelisMenten.parameters order (see models/kernels.py)
-    amount, vmax, km, v, rate = x[0], p[0], p[1], p[2], out[0]
-    for j in range(amount.size):
-        rate[j] = -vmax[j] * amount[j] / (km[j] * v[j] + amount[j])  # Vmax·C/(Km + C), one division
-
-
 class MichaelisMenten(NonlinearPKModel):
     """Parameters: vmax, km, v (+ ka, f, tlag for oral). Analyte "parent"."""
 
@@ -32,7 +24,7 @@ class MichaelisMenten(NonlinearPKModel):
     #: rhs and elimination_rate are plain arithmetic, valid on numpy arrays too: the ODE path runs in
     #: numpy when no gradient is needed (see pk/_ode.py). A subclass using torch functions there must reset it.
     numpy_rhs = True
-    kernel_id = 1  # :func:`kernel` above, dispatched by models/kernels.py
+    kernel_id = 1  # its compiled right-hand side: pk/_ode_compiled.py
 
     @property
     def parameters(self) -> tuple[ParamSpec, ...]:
