@@ -123,11 +123,7 @@ def _erk_loop(kernel_id, y0, t0, t1, t_out, ends, p, oral, ka, entry, amount, ra
             yi[r, j] = y[r, j] + h0 * k[0, r, j]
     _rhs(kernel_id, t + h0, yi, p, k[1], oral, ka, entry, amount, rate, inp)
     n_rhs += 1
-    d2 = 0.0
-    for r in range(n_states):
-        for j in range(n):
-            d2 = max(d2, abs(k[1, r, j] - k[0, r, j]) / (atol + rtol * abs(y[r, j])))
-    d2 /= h0
+    d2 = _max_ratio(k[1] - k[0], y, rtol, atol) / h0
     dmax = max(d1, d2)
     h1 = max(1e-6, h0 * 1e-3) if dmax <= 1e-15 else (0.01 / dmax) ** (1.0 / order)
     h = min(100.0 * h0, h1)
